@@ -1,0 +1,31 @@
+# make run    serve the app with gunicorn on http://127.0.0.1:8000
+# make test   run the whole test suite (ruff included)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run dev test stand-in
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+run: $(VENV)/.runtime
+	$(BIN)/gunicorn app:app
+
+dev: $(VENV)/.runtime
+	$(BIN)/flask --app app run --debug
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest
+
+stand-in: $(VENV)/.runtime
+	$(BIN)/python scripts/make_stand_in.py models/kogpt2-stand-in

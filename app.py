@@ -1,0 +1,21 @@
+"""KoGPT2 text generation: `flask --app app run`, `gunicorn app:app`, Zappa's `app.app`."""
+
+import logging
+
+from flask import Flask
+
+from kogpt2 import web
+from kogpt2.config import Settings
+
+
+def create_app(config=None) -> Flask:
+    """Build the app. Settings: defaults, then KOGPT2_* environment variables, then `config`."""
+    settings, flask_config = Settings.from_mapping(config)
+    app = Flask(__name__)
+    app.config.from_mapping(flask_config)
+    web.init_app(app, settings)
+    return app
+
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+app = create_app()

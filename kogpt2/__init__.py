@@ -1,0 +1,1 @@
+"""KoGPT2 Korean text generation service."""

@@ -1,0 +1,53 @@
+"""The service's settings: defaults, then KOGPT2_* environment variables, then a mapping."""
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .model import available_cpus
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KOGPT2_", extra="forbid", frozen=True)
+
+    model: str = Field("skt/kogpt2-base-v2", description="Hub id or local model directory.")
+    engine: Literal["auto", "transformers"] = "auto"
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        ["*"], description="Comma-separated origins allowed to call the API; * for any."
+    )
+    cors_credentials: bool = False
+    max_new_tokens: int = Field(256, ge=1, le=1023, description="Server cap on new tokens.")
+    time_budget_s: float = Field(
+        20.0, gt=0, le=28, description="A generation stops here; API Gateway cuts at 29 s."
+    )
+    threads: int = Field(default_factory=available_cpus, ge=1, le=256)
+    load_retry_s: float = Field(5.0, ge=0, description="Wait before retrying a failed load.")
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value):
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self):
+        if self.cors_credentials and "*" in self.cors_origins:
+            raise ValueError(
+                "KOGPT2_CORS_CREDENTIALS needs explicit KOGPT2_CORS_ORIGINS, not '*'"
+            )
+        return self
+
+    @classmethod
+    def from_mapping(cls, mapping=None) -> tuple["Settings", dict]:
+        """Split a Flask-style mapping into this service's settings and plain Flask config."""
+        ours, flask_config = {}, {}
+        for key, value in (mapping or {}).items():
+            name = key.lower().removeprefix("kogpt2_")
+            if name in cls.model_fields:
+                ours[name] = value
+            else:
+                flask_config[key] = value
+        return cls(**ours), flask_config

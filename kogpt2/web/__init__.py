@@ -1,0 +1,29 @@
+"""Web layer: routes, errors and CORS. Knows HTTP and the model layer's API, not torch."""
+
+from flask_cors import CORS
+
+from ..config import Settings
+from . import api, errors
+from .json import StrictJSONProvider
+from .state import attach, get_generator, get_settings
+
+API_ROUTES = [r"/generate", r"/health", r"/info"]
+
+
+def init_app(app, settings: Settings) -> None:
+    attach(app, settings)
+    app.json = StrictJSONProvider(app)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    errors.init_app(app)
+    CORS(
+        app,
+        resources=API_ROUTES,
+        origins=settings.cors_origins,
+        supports_credentials=settings.cors_credentials,
+        send_wildcard="*" in settings.cors_origins,
+        max_age=600,
+    )
+    app.register_blueprint(api.bp)
+
+
+__all__ = ["init_app", "get_generator", "get_settings"]

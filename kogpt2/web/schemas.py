@@ -1,0 +1,110 @@
+"""The HTTP API's request and response bodies: one set of models validates and documents."""
+
+import unicodedata
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from ..model import MAX_PROMPT_CHARS, GenerationParams, GenerationResult
+from ..model.params import FinishReason
+
+
+def _readable(text: str) -> str:
+    categories = [unicodedata.category(char) for char in text]
+    if "Cs" in categories:
+        raise ValueError("text contains invalid Unicode (a lone surrogate)")
+    if any(cat == "Cc" and char not in "\n\t" for cat, char in zip(categories, text, strict=True)):
+        raise ValueError("text contains control characters")
+    if not any(cat[0] in "LNPS" for cat in categories):
+        raise ValueError("text has no visible characters")
+    return text
+
+
+Title = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_PROMPT_CHARS,
+        description="The title (제목) to continue.",
+        examples=["근육이 커지기 위해서는"],
+    ),
+    AfterValidator(_readable),
+]
+
+
+class GenerateRequest(GenerationParams):
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+
+    text: Title
+
+    def params(self) -> GenerationParams:
+        return GenerationParams(**self.model_dump(exclude={"text"}))
+
+
+class LegacyContext(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+
+    main_title: Title
+
+
+class LegacyRequest(BaseModel):
+    """The original Lambda handler's body; answered in its own shape."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    context: LegacyContext
+
+
+class GeneratedSequence(BaseModel):
+    text: str
+    generated_tokens: int
+    finish_reason: FinishReason
+
+
+class Details(BaseModel):
+    finish_reason: FinishReason
+    prompt_tokens: int
+    generated_tokens: int
+    seed: int | None
+    model: str
+    engine: str
+    time_ms: int
+
+
+class GenerateResponse(BaseModel):
+    generated_text: str
+    generations: list[GeneratedSequence]
+    details: Details
+
+    @classmethod
+    def from_result(cls, result: GenerationResult) -> "GenerateResponse":
+        return cls(
+            generated_text=result.sequences[0].text,
+            generations=[GeneratedSequence(**vars(s)) for s in result.sequences],
+            details=Details(
+                finish_reason=result.finish_reason,
+                prompt_tokens=result.prompt_tokens,
+                generated_tokens=result.generated_tokens,
+                seed=result.seed,
+                model=result.model,
+                engine=result.engine,
+                time_ms=result.time_ms,
+            ),
+        )
+
+
+class LegacyAnswer(BaseModel):
+    gen_text: list[str]
+
+
+class LegacyResponse(BaseModel):
+    answer: LegacyAnswer
+
+    @classmethod
+    def from_result(cls, result: GenerationResult) -> "LegacyResponse":
+        return cls(answer=LegacyAnswer(gen_text=[s.text for s in result.sequences]))
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="What went wrong, in words a person can act on.")
+    error_type: str

@@ -1,0 +1,46 @@
+import pytest
+from make_stand_in import make_stand_in
+
+from app import create_app
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A 2-layer KoGPT2 with the real tokenizer (or a trained one where ../shared is absent)."""
+    return make_stand_in(tmp_path_factory.mktemp("tiny-kogpt2"), tiny=True)
+
+
+@pytest.fixture
+def make_app(tiny_model_dir):
+    def factory(**settings):
+        config = {
+            "TESTING": True,
+            "MODEL": str(tiny_model_dir),
+            "ENGINE": "transformers",
+            "THREADS": 1,
+            "LOAD_RETRY_S": 0,
+        }
+        config.update({key.upper(): value for key, value in settings.items()})
+        return create_app(config)
+
+    return factory
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def unused_port():
+    """A loopback port nothing listens on."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

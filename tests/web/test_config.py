@@ -1,0 +1,43 @@
+import pytest
+from pydantic import ValidationError
+
+from app import create_app
+from kogpt2.config import Settings
+
+
+def test_environment_then_mapping(monkeypatch):
+    monkeypatch.setenv("KOGPT2_MAX_NEW_TOKENS", "100")
+    monkeypatch.setenv("KOGPT2_MODEL", "/from/env")
+    settings, flask_config = Settings.from_mapping({"MODEL": "/from/mapping", "TESTING": True})
+    assert settings.max_new_tokens == 100 and settings.model == "/from/mapping"
+    assert flask_config == {"TESTING": True}
+
+
+def test_defaults(monkeypatch):
+    for name in ("MODEL", "ENGINE", "CORS_ORIGINS", "MAX_NEW_TOKENS", "TIME_BUDGET_S"):
+        monkeypatch.delenv(f"KOGPT2_{name}", raising=False)
+    settings = Settings()
+    assert settings.model == "skt/kogpt2-base-v2"
+    assert settings.cors_origins == ["*"] and settings.cors_credentials is False
+    assert settings.max_new_tokens == 256 and settings.time_budget_s == 20
+    assert settings.threads >= 1
+
+
+def test_wildcard_origin_with_credentials_is_refused():
+    with pytest.raises(ValidationError, match="CORS"):
+        Settings(cors_credentials=True)
+    assert Settings(cors_credentials=True, cors_origins="https://a.example").cors_credentials
+
+
+def test_a_bad_environment_value_fails_at_start(monkeypatch):
+    monkeypatch.setenv("KOGPT2_TIME_BUDGET_S", "forever")
+    with pytest.raises(ValidationError, match="time_budget_s"):
+        create_app()
+
+
+def test_credentials_are_sent_only_for_listed_origins(monkeypatch, tiny_model_dir):
+    app = create_app({"MODEL": str(tiny_model_dir), "CORS_CREDENTIALS": True,
+                      "CORS_ORIGINS": "https://app.example"})
+    response = app.test_client().get("/health", headers={"Origin": "https://app.example"})
+    assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert response.headers["Access-Control-Allow-Credentials"] == "true"
