@@ -44,3 +44,16 @@ def unused_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(tiny_model_dir):
+    """Factory: `with live_server(**settings) as base_url:` runs gunicorn on 127.0.0.1."""
+    from live_server import gunicorn
+
+    def start(*args, script_name="", **settings):
+        env = {"KOGPT2_MODEL": str(tiny_model_dir), "KOGPT2_ENGINE": "transformers"}
+        env.update({f"KOGPT2_{key.upper()}": str(value) for key, value in settings.items()})
+        return gunicorn(env, *args, script_name=script_name)
+
+    return start
