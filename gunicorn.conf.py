@@ -9,3 +9,6 @@ threads = 4
 timeout = 60
 graceful_timeout = 30
 accesslog = "-"
+# gunicorn 27's control socket sits at one path per user: two servers (tests, two checkouts)
+# would fight over it, and nothing here uses it.
+control_socket_disable = True
