@@ -48,13 +48,16 @@ class NumberField:
     hint: str
 
 
-NUMBER_FIELDS = [
+DECODING_FIELDS = [
     NumberField("max_new_tokens", "길이 (새 토큰 수)", int, "1", "비우면 제목과 합쳐 90토큰"),
     NumberField("repetition_penalty", "반복 페널티", float, "0.1", "클수록 같은 말을 덜 되풀이"),
-    NumberField("temperature", "온도", float, "0.05", "샘플링할 때: 클수록 다양하게"),
-    NumberField("top_p", "top-p", float, "0.01", "샘플링할 때: 후보 단어의 누적 확률 상한"),
-    NumberField("seed", "시드", int, "1", "샘플링할 때: 같은 시드면 같은 글 (비우면 무작위)"),
 ]
+SAMPLING_FIELDS = [  # used only when do_sample is on
+    NumberField("temperature", "온도", float, "0.05", "클수록 다양하고 엉뚱하게"),
+    NumberField("top_p", "top-p", float, "0.01", "후보 단어의 누적 확률 상한"),
+    NumberField("seed", "시드", int, "1", "같은 시드면 같은 글, 비우면 무작위"),
+]
+NUMBER_FIELDS = DECODING_FIELDS + SAMPLING_FIELDS
 
 # Korean headlines over the API's (English) error message; the page's script uses them too.
 ERROR_HEADLINES = {
@@ -141,7 +144,8 @@ def render_page(values: dict, *, result=None, error=None):
     return render_template(
         "index.html",
         info=info,
-        fields=NUMBER_FIELDS,
+        decoding_fields=DECODING_FIELDS,
+        sampling_fields=SAMPLING_FIELDS,
         bounds=number_bounds(info),
         values=values,
         examples=EXAMPLES,
