@@ -47,6 +47,13 @@ def staged_server(live_server):
         yield base
 
 
+@pytest.fixture(scope="session")
+def hurried_server(live_server):
+    """The app with a time budget too short for a long generation."""
+    with live_server(time_budget_s=0.05) as base:
+        yield base
+
+
 @pytest.fixture
 def browser_errors():
     """Console errors and uncaught exceptions of the page: CSP violations land here."""

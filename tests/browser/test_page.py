@@ -78,6 +78,20 @@ def test_advanced_settings_take_their_bounds_from_info(page, server):
     assert page.locator("#detail-tokens").text_content() == "5"
 
 
+def test_time_budget_cut_is_noted(page, hurried_server, screenshots):
+    page.goto(f"{hurried_server}/")
+    page.locator("details.advanced summary").click()
+    page.fill("#max_new_tokens", "250")
+    page.fill("#repetition_penalty", "1")
+    generate(page, TITLE)
+    expect(page.locator("#detail-finish")).to_have_text("시간 한도에 걸림")
+    expect(page.locator("#time-note")).to_be_visible()
+    expect(page.locator("#time-note")).to_contain_text("0.05초")
+    assert int(page.locator("#detail-tokens").text_content()) < 250
+    page.set_viewport_size(PHONE)
+    page.locator("#result").screenshot(path=screenshots / "phone-time-note.png")
+
+
 def test_example_fills_the_title(page, server):
     page.goto(f"{server}/")
     example = page.locator("a.example").nth(1)

@@ -179,3 +179,11 @@ def test_every_url_follows_the_stage_prefix(client):
     assert len(urls) >= 8
     for url in urls:
         assert url.startswith("/dev/"), url
+
+
+def test_oversized_form_post_is_a_413_page(make_app):
+    client = make_app(max_body_bytes=2048).test_client()
+    response = client.post("/", data={"text": "가" * 3000})
+    assert response.status_code == 413 and response.mimetype == "text/html"
+    page = page_of(response)
+    assert page.text("error-headline") == "입력이 너무 큽니다."
