@@ -7,10 +7,7 @@ to POST /, which validates with the API's own GenerateRequest and renders the re
 from dataclasses import dataclass
 
 from flask import Blueprint, current_app, render_template, request
-from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException
 
-from ..model import InvalidInput, ModelLoadError
 from .api import generate_text, service_info
 from .schemas import GenerateRequest, GenerateResponse
 from .state import get_settings
@@ -77,10 +74,6 @@ FINISH_REASONS = {
 }
 TIME_NOTE = "시간 한도({seconds}초)에 걸려 글이 중간에 멈췄습니다. 길이를 줄이면 끝까지 씁니다."
 
-# What a form post can run into; each is shown on the page in the API's words, never as JSON.
-PAGE_ERRORS = (ValidationError, InvalidInput, ModelLoadError, HTTPException)
-
-
 def number_bounds(info: dict) -> dict[str, dict]:
     """An <input type=number>'s min, max and default for each field, from /info."""
     bounds = {}
@@ -118,7 +111,6 @@ def describe_result(title: str, response: GenerateResponse, time_budget_s: float
     return {
         "title": title,
         "continuation": text[len(title):],
-        "text": text,
         "generated_tokens": details.generated_tokens,
         "prompt_tokens": details.prompt_tokens,
         "seconds": f"{details.time_ms / 1000:.1f}",
@@ -131,7 +123,8 @@ def describe_result(title: str, response: GenerateResponse, time_budget_s: float
 
 def describe_error(exc: Exception) -> tuple[int, dict, dict]:
     """The status, message and headers the JSON API gives for `exc`, for the page to show."""
-    # The app's own error handlers answer, so both routes validate and word errors alike.
+    # The app's own error handlers answer (and log what's unexpected), so the page and the API
+    # give the same status and words for the same mistake.
     answer = current_app.handle_user_exception(exc)
     body = answer.get_json()
     headers = {k: v for k, v in answer.headers if k == "Retry-After"}
@@ -172,7 +165,7 @@ def submit():
         form = request.form.to_dict()
         generate_request = GenerateRequest.model_validate(typed_form(form))
         result = generate_text(generate_request.text, generate_request.params())
-    except PAGE_ERRORS as exc:
+    except Exception as exc:  # shown on the page in the API's words, never as JSON
         status, error, headers = describe_error(exc)
         return render_page(form, error=error), status, headers
     response = GenerateResponse.from_result(result)

@@ -187,3 +187,14 @@ def test_oversized_form_post_is_a_413_page(make_app):
     assert response.status_code == 413 and response.mimetype == "text/html"
     page = page_of(response)
     assert page.text("error-headline") == "입력이 너무 큽니다."
+
+
+def test_an_unexpected_error_is_a_500_page_without_details(app, client, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("secret internals /srv/app.py line 12")
+
+    monkeypatch.setattr(app.extensions["kogpt2"], "generate", explode)
+    response = client.post("/", data=FORM)
+    assert response.status_code == 500 and response.mimetype == "text/html"
+    assert "secret" not in response.get_data(as_text=True)
+    assert page_of(response).text("error-headline") == "서버에 문제가 생겼습니다."
