@@ -46,7 +46,7 @@ def unused_port():
         return sock.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def live_server(tiny_model_dir):
     """Factory: `with live_server(**settings) as base_url:` runs gunicorn on 127.0.0.1."""
     from live_server import gunicorn

@@ -3,7 +3,7 @@
 from flask_cors import CORS
 
 from ..config import Settings
-from . import api, errors
+from . import api, errors, pages
 from .json import StrictJSONProvider
 from .state import attach, get_generator, get_settings
 
@@ -24,6 +24,7 @@ def init_app(app, settings: Settings) -> None:
         max_age=600,
     )
     app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
 
 
 __all__ = ["init_app", "get_generator", "get_settings"]

@@ -50,6 +50,11 @@ def health():
 
 @bp.get("/info")
 def info():
+    return service_info()
+
+
+def service_info() -> dict:
+    """The model, the server's limits and each parameter's JSON schema (bounds, defaults)."""
     generator, settings = get_generator(), get_settings()
     engine = generator.engine
     return {

@@ -1,0 +1,98 @@
+"""A real headless Chromium (Debian's package, driven by Playwright) against gunicorn."""
+
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Flags for a container without a GPU or a user namespace sandbox, and no network beyond
+# loopback: see /work/shared/notes/browser-tests.md.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+DESKTOP = {"width": 1280, "height": 900}
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium fonts-nanum (.ci/run does)")
+    from playwright.sync_api import expect, sync_playwright
+
+    # The first generation loads the model on 2 shared cores: give it time.
+    expect.set_options(timeout=30_000)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def server(live_server):
+    """The app at the root of 127.0.0.1:port, with a small server cap on new tokens."""
+    with live_server(max_new_tokens=64) as base:
+        yield base
+
+
+@pytest.fixture(scope="session")
+def staged_server(live_server):
+    """The app mounted under /dev, as API Gateway's stage prefix mounts it."""
+    with live_server(script_name="/dev") as base:
+        yield base
+
+
+@pytest.fixture(scope="session")
+def hurried_server(live_server):
+    """The app with a time budget too short for a long generation."""
+    with live_server(time_budget_s=0.05) as base:
+        yield base
+
+
+@pytest.fixture
+def browser_errors():
+    """Console errors and uncaught exceptions of the page: CSP violations land here."""
+    return []
+
+
+@pytest.fixture
+def new_page(browser, browser_errors):
+    """Factory: a page in a fresh context (a desktop viewport unless told otherwise)."""
+    contexts = []
+
+    def open_page(*, javascript=True, viewport=DESKTOP):
+        context = browser.new_context(
+            viewport=viewport, locale="ko-KR", java_script_enabled=javascript,
+            permissions=["clipboard-read", "clipboard-write"] if javascript else [],
+        )
+        contexts.append(context)
+        page = context.new_page()
+        page.on("console", lambda msg: msg.type == "error" and browser_errors.append(msg.text))
+        page.on("pageerror", lambda exc: browser_errors.append(str(exc)))
+        page.set_default_timeout(30_000)
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(new_page):
+    return new_page()
+
+
+@pytest.fixture
+def page_without_js(new_page):
+    return new_page(javascript=False)
+
+
+@pytest.fixture(scope="session")
+def screenshots():
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
