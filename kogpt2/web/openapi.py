@@ -4,7 +4,7 @@ and GET /docs, a plain HTML page rendered from that same document (no scripts, n
 
 import json
 
-from flask import Blueprint, Response, render_template_string, request
+from flask import Blueprint, Response, render_template_string, url_for
 from pydantic.json_schema import models_json_schema
 
 from .errors import HTTP_ERROR_TYPES
@@ -216,7 +216,7 @@ def docs():
     html = render_template_string(
         DOCS_PAGE,
         doc=document(get_settings()),
-        spec_url=request.script_root + "/openapi.json",
+        spec_url=url_for("openapi.openapi_json"),
         name=schema_name,
         bodies=response_bodies,
         pretty=lambda value: json.dumps(value, ensure_ascii=False, indent=2),
