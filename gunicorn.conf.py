@@ -24,3 +24,6 @@ timeout = 30
 graceful_timeout = 25
 # The app logs one JSON line per request (kogpt2.access) with its id and timing.
 accesslog = None
+# gunicorn 27's control socket has one default path per user, so two servers on one machine
+# (tests, a dev server) would take each other's; nothing here uses it.
+control_socket_disable = True

@@ -93,36 +93,47 @@ def assert_documented(results):
             assert body["generated_text"].startswith(TITLE)
 
 
+def burst(base, clients=64):
+    """`clients` requests at the same instant, one per thread."""
+    barrier = threading.Barrier(clients)
+
+    def client(_):
+        barrier.wait()
+        return call(f"{base}/generate", BODY)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(client, range(clients)))
+    return results, time.monotonic() - started
+
+
 def test_64_clients_on_a_cold_server_load_the_model_once(live_server):
     with live_server(time_budget_s=BUDGET_S) as base:
         assert json.load(urllib.request.urlopen(f"{base}/info", timeout=10))["loaded"] is False
-        barrier = threading.Barrier(64)
-
-        def client(_):
-            barrier.wait()
-            return call(f"{base}/generate", BODY)
-
-        started = time.monotonic()
-        with ThreadPoolExecutor(64) as pool:
-            results = list(pool.map(client, range(64)))
-        elapsed = time.monotonic() - started
+        cold, cold_s = burst(base)
+        warm, warm_s = burst(base)  # the same burst once loaded, for comparison
         info = json.load(urllib.request.urlopen(f"{base}/info", timeout=10))
-        peak = rss_mb(worker_pid(base))
-    summary = figures("cold_64_clients", results, elapsed, worker_rss_mb=round(peak))
-    assert_documented(results)
+        rss = round(rss_mb(worker_pid(base)))
+    cold_figures = figures("cold_64_clients", cold, cold_s, worker_rss_mb=rss)
+    figures("warm_64_clients", warm, warm_s, worker_rss_mb=rss)
+    assert_documented(cold + warm)
     assert info["load_count"] == 1
-    assert summary["ok_200"] >= 1
+    assert cold_figures["ok_200"] >= 1
+    assert info["concurrency"]["running"] == info["concurrency"]["waiting"] == 0
 
 
 def test_memory_stays_flat_over_500_requests(live_server):
     with live_server(time_budget_s=BUDGET_S) as base:
         pid = worker_pid(base)
         call(f"{base}/generate", BODY)  # load the model
-        samples, peak, done = [], [rss_mb(pid)], threading.Event()
+        samples, peak, health_s, done = [], [rss_mb(pid)], [], threading.Event()
 
-        def sample_peak():
+        def sample_peak_and_health():
             while not done.wait(0.05):
                 peak.append(rss_mb(pid))
+                started = time.monotonic()
+                urllib.request.urlopen(f"{base}/health", timeout=BUDGET_S).close()
+                health_s.append(time.monotonic() - started)
 
         def client(i):
             result = call(f"{base}/generate", {**BODY, "do_sample": True, "seed": i})
@@ -130,7 +141,7 @@ def test_memory_stays_flat_over_500_requests(live_server):
                 samples.append(rss_mb(pid))
             return result
 
-        sampler = threading.Thread(target=sample_peak)
+        sampler = threading.Thread(target=sample_peak_and_health)
         sampler.start()
         started = time.monotonic()
         with ThreadPoolExecutor(4) as pool:
@@ -139,8 +150,10 @@ def test_memory_stays_flat_over_500_requests(live_server):
         done.set()
         sampler.join()
     summary = figures("500_requests_4_clients", results, elapsed,
-                      rss_samples_mb=[round(s) for s in samples], peak_rss_mb=round(max(peak)))
+                      rss_samples_mb=[round(s) for s in samples], peak_rss_mb=round(max(peak)),
+                      health_checks=len(health_s), health_max_ms=round(max(health_s) * 1000))
     assert_documented(results)
+    assert max(health_s) < 1, "/health waited behind generations"
     assert summary["ok_200"] == 500  # 4 clients never fill 1 slot + a queue of 8
     growth = samples[-1] - samples[1]  # after warm-up: allocator pools, tokenizer caches
     assert growth < 30, f"worker RSS grew {growth:.0f} MB over 400 requests: {samples}"
