@@ -6,6 +6,7 @@ request waits at most `queue_timeout_s` for a slot, at most `queue_size` request
 and the rest are told to come back later (429 with Retry-After).
 """
 
+import collections
 import contextlib
 import math
 import threading
@@ -25,14 +26,21 @@ class Overloaded(APIError):
 
 
 class ConcurrencyLimit:
-    """At most `slots` holders at once; at most `queue_size` waiters, each for `timeout_s`."""
+    """At most `slots` holders at once; at most `queue_size` waiters, each for `timeout_s`.
+
+    Waiters are served in arrival order: a freed slot passes straight to the longest waiter,
+    so a newcomer can't take it first (a plain semaphore lets it, starving the queue).
+    """
 
     def __init__(self, slots: int, queue_size: int, timeout_s: float):
         self.slots, self.queue_size, self.timeout_s = slots, queue_size, timeout_s
-        self._slots = threading.BoundedSemaphore(slots)
         self._lock = threading.Lock()
-        self.waiting = 0
+        self._queue: collections.deque[threading.Event] = collections.deque()
         self.running = 0
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
 
     def describe(self) -> dict:
         return {
@@ -46,37 +54,44 @@ class ConcurrencyLimit:
     @contextlib.contextmanager
     def slot(self, deadline: float):
         """Hold a slot for the `with` block, waiting until `deadline` or timeout_s at most."""
-        if not self._slots.acquire(blocking=False):
-            self._wait(deadline)
-        with self._lock:
-            self.running += 1
+        self._acquire(deadline)
         try:
             yield
         finally:
-            with self._lock:
-                self.running -= 1
-            self._slots.release()
+            self._release()
 
-    def _wait(self, deadline: float) -> None:
+    def _acquire(self, deadline: float) -> None:
         with self._lock:
-            if self.waiting >= self.queue_size:
+            if self.running < self.slots and not self._queue:
+                self.running += 1
+                return
+            if len(self._queue) >= self.queue_size:
                 raise Overloaded(
-                    f"The server is busy: {self.slots} generation(s) running and "
-                    f"{self.waiting} waiting. Try again shortly.",
+                    f"The server is busy: {self.running} generation(s) running and "
+                    f"{len(self._queue)} waiting. Try again shortly.",
                     self.timeout_s,
                 )
-            self.waiting += 1
-        try:
-            wait_s = max(0.0, min(self.timeout_s, deadline - time.monotonic()))
-            if not self._slots.acquire(timeout=wait_s):
-                raise Overloaded(
-                    f"The server is busy: no generation slot freed within {wait_s:.1f} s. "
-                    "Try again shortly.",
-                    self.timeout_s,
-                )
-        finally:
-            with self._lock:
-                self.waiting -= 1
+            turn = threading.Event()
+            self._queue.append(turn)
+        wait_s = max(0.0, min(self.timeout_s, deadline - time.monotonic()))
+        if turn.wait(wait_s):
+            return
+        with self._lock:
+            if turn.is_set():  # the slot was handed over just as the wait ran out
+                return
+            self._queue.remove(turn)
+        raise Overloaded(
+            f"The server is busy: no generation slot freed within {wait_s:.1f} s. "
+            "Try again shortly.",
+            self.timeout_s,
+        )
+
+    def _release(self) -> None:
+        with self._lock:
+            if self._queue:
+                self._queue.popleft().set()  # the slot changes hands; `running` stays
+            else:
+                self.running -= 1
 
 
 def init_app(app, settings) -> None:

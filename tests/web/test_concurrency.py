@@ -72,6 +72,28 @@ def test_a_slot_is_given_back_when_the_work_raises():
         assert limit.running == 1
 
 
+def test_waiters_are_served_in_arrival_order():
+    limit = ConcurrencyLimit(slots=1, queue_size=3, timeout_s=30)
+    release, served = threading.Event(), []
+    holder = hold(limit, release)
+    wait_until(lambda: limit.running == 1)
+
+    def wait_then_note(name):
+        with limit.slot(FAR):
+            served.append(name)
+
+    waiters = []
+    for count, name in enumerate("abc", start=1):
+        waiters.append(threading.Thread(target=wait_then_note, args=(name,)))
+        waiters[-1].start()
+        wait_until(lambda count=count: limit.waiting == count)
+    release.set()
+    for thread in [holder, *waiters]:
+        thread.join()
+    assert served == ["a", "b", "c"]
+    assert (limit.running, limit.waiting) == (0, 0)
+
+
 def test_settings_read_the_limits_from_the_environment(monkeypatch):
     monkeypatch.setenv("KOGPT2_MAX_CONCURRENCY", "3")
     monkeypatch.setenv("KOGPT2_QUEUE_SIZE", "0")
