@@ -1,14 +1,29 @@
-"""gunicorn settings for serving locally: `gunicorn app:app` reads this file."""
+"""gunicorn settings for serving locally: `gunicorn app:app` reads this file.
+
+Chosen from scripts/bench_serving.py on 2 cores (README, "Serving under load"), full-size
+stand-in, 20 new tokens per request, 4 clients:
+  1 worker,  KOGPT2_MAX_CONCURRENCY=1: 1.10 answers/s, p95 3.9 s, /health max 8 ms, 0.9 GB
+  1 worker,  KOGPT2_MAX_CONCURRENCY=2: 1.13 answers/s, p95 3.8 s (the engine runs one at a time)
+  2 workers, 1 torch thread each:      1.25 answers/s, p95 4.8 s, 1.8 GB (two models)
+"""
 
 import os
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
-# One worker holds one model; threads let /health and queued requests answer while it works.
+# One worker holds one model (~0.9 GB) and uses both cores; a second doubles memory for
+# little more throughput and a worse p95.
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
-threads = 4
-timeout = 60
-graceful_timeout = 30
-accesslog = "-"
-# gunicorn 27's control socket sits at one path per user: two servers (tests, two checkouts)
-# would fight over it, and nothing here uses it.
+worker_class = "gthread"
+# Threads only wait: 1 generates (KOGPT2_MAX_CONCURRENCY), up to 8 queue for it
+# (KOGPT2_QUEUE_SIZE), and the rest answer /health, /info and instant 429s meanwhile.
+threads = 12
+# gthread's main loop heartbeats while a thread generates, so this only catches a stuck worker;
+# a cold start (imports + load) measured 3–13 s.
+timeout = 30
+# Lets a generation in flight finish (KOGPT2_TIME_BUDGET_S, 20 s) on reload or shutdown.
+graceful_timeout = 25
+# The app logs one JSON line per request (kogpt2.access) with its id and timing.
+accesslog = None
+# gunicorn 27's control socket has one default path per user, so two servers on one machine
+# (tests, a dev server) would take each other's; nothing here uses it.
 control_socket_disable = True

@@ -3,11 +3,11 @@
 from flask_cors import CORS
 
 from ..config import Settings
-from . import api, errors, pages
+from . import api, errors, limits, observe, openapi, pages
 from .json import StrictJSONProvider
 from .state import attach, get_generator, get_settings
 
-API_ROUTES = [r"/generate", r"/health", r"/info"]
+API_ROUTES = [r"/generate", r"/health", r"/info", r"/openapi.json"]
 
 
 def init_app(app, settings: Settings) -> None:
@@ -15,6 +15,8 @@ def init_app(app, settings: Settings) -> None:
     app.json = StrictJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     errors.init_app(app)
+    limits.init_app(app, settings)
+    observe.init_app(app)
     CORS(
         app,
         resources=API_ROUTES,
@@ -22,9 +24,11 @@ def init_app(app, settings: Settings) -> None:
         supports_credentials=settings.cors_credentials,
         send_wildcard="*" in settings.cors_origins,
         max_age=600,
+        expose_headers=observe.EXPOSED_HEADERS,
     )
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(openapi.bp)
 
 
 __all__ = ["init_app", "get_generator", "get_settings"]

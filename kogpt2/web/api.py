@@ -2,11 +2,18 @@
 
 import time
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app, g, request
 
 from ..model import MAX_PROMPT_CHARS, GenerationParams
 from .errors import APIError
-from .schemas import GenerateRequest, GenerateResponse, LegacyRequest, LegacyResponse
+from .limits import get_limit
+from .schemas import (
+    GenerateRequest,
+    GenerateResponse,
+    HealthResponse,
+    LegacyRequest,
+    LegacyResponse,
+)
 from .state import get_generator, get_settings
 
 bp = Blueprint("api", __name__)
@@ -26,9 +33,18 @@ def json_body():
 
 
 def generate_text(text: str, params: GenerationParams):
-    """Run one generation within the time budget, counted from now."""
-    deadline = time.monotonic() + get_settings().time_budget_s
-    return get_generator().generate(text, params, deadline=deadline)
+    """Run one generation within the time budget, counted from the request's arrival.
+
+    Waiting for a generation slot counts in the budget, so queued requests still answer
+    within API Gateway's 29 s; a request that can't get a slot in time gets 429.
+    """
+    started = g.get("request_started") or time.monotonic()
+    deadline = started + get_settings().time_budget_s
+    g.prompt = text  # logged only with KOGPT2_LOG_PROMPTS
+    with get_limit().slot(deadline):
+        result = get_generator().generate(text, params, deadline=deadline)
+    g.generated_tokens = result.generated_tokens
+    return result
 
 
 @bp.post("/generate")
@@ -45,7 +61,7 @@ def generate():
 
 @bp.get("/health")
 def health():
-    return {"status": "ok", "model_loaded": get_generator().loaded}
+    return HealthResponse(status="ok", model_loaded=get_generator().loaded).model_dump()
 
 
 @bp.get("/info")
@@ -64,6 +80,7 @@ def service_info() -> dict:
         "compute_type": engine.compute_type if engine else None,
         "threads": settings.threads,
         "load_error": generator.last_load_error,
+        "load_count": generator.load_count,
         "limits": {
             "max_prompt_chars": MAX_PROMPT_CHARS,
             "max_new_tokens": settings.max_new_tokens,
@@ -71,5 +88,6 @@ def service_info() -> dict:
             "time_budget_s": settings.time_budget_s,
             "max_body_bytes": settings.max_body_bytes,
         },
+        "concurrency": get_limit().describe(),
         "parameters": GenerationParams.model_json_schema()["properties"],
     }

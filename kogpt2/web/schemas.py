@@ -1,7 +1,7 @@
 """The HTTP API's request and response bodies: one set of models validates and documents."""
 
 import unicodedata
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -108,3 +108,39 @@ class LegacyResponse(BaseModel):
 class ErrorResponse(BaseModel):
     error: str = Field(description="What went wrong, in words a person can act on.")
     error_type: str
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    model_loaded: bool = Field(description="Whether this process has loaded the model yet.")
+
+
+class InfoLimits(BaseModel):
+    max_prompt_chars: int
+    max_new_tokens: int
+    max_positions: int | None
+    time_budget_s: float
+    max_body_bytes: int
+
+
+class InfoConcurrency(BaseModel):
+    max_concurrency: int = Field(description="Generations at once in this process.")
+    queue_size: int = Field(description="Requests that may wait for a slot; more get 429.")
+    queue_timeout_s: float = Field(description="Longest wait for a slot before 429.")
+    running: int
+    waiting: int
+
+
+class InfoResponse(BaseModel):
+    """Documents GET /info; the schema tests check the route's answer against it."""
+
+    model: str
+    loaded: bool
+    engine: str
+    compute_type: str | None
+    threads: int
+    load_error: str | None
+    load_count: int = Field(description="Model loads in this process: 1 once loaded.")
+    limits: InfoLimits
+    concurrency: InfoConcurrency
+    parameters: dict[str, Any] = Field(description="Each generation parameter's JSON Schema.")

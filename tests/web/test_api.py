@@ -149,7 +149,8 @@ def test_info_tells_model_engine_and_limits(client):
     assert info["parameters"]["top_p"]["maximum"] == 1.0
 
 
-def test_sixteen_concurrent_first_requests_load_the_model_once(app):
+def test_sixteen_concurrent_first_requests_load_the_model_once(make_app):
+    app = make_app(queue_size=16, queue_timeout_s=25)  # all wait their turn, none gets 429
     barrier = threading.Barrier(16)
     statuses = []
 

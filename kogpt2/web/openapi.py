@@ -1,0 +1,226 @@
+"""GET /openapi.json (OpenAPI 3.1) built from the pydantic models that validate and shape the API,
+and GET /docs, a plain HTML page rendered from that same document (no scripts, nothing remote).
+"""
+
+import json
+
+from flask import Blueprint, Response, render_template_string, url_for
+from pydantic.json_schema import models_json_schema
+
+from .errors import HTTP_ERROR_TYPES
+from .observe import REQUEST_ID
+from .schemas import (
+    ErrorResponse,
+    GenerateRequest,
+    GenerateResponse,
+    HealthResponse,
+    InfoResponse,
+    LegacyRequest,
+    LegacyResponse,
+)
+from .state import get_settings
+
+bp = Blueprint("openapi", __name__)
+
+REQUEST_MODELS = [GenerateRequest, LegacyRequest]
+RESPONSE_MODELS = [GenerateResponse, LegacyResponse, HealthResponse, InfoResponse, ErrorResponse]
+DOCS_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+ERRORS = {
+    400: "The body is not valid JSON (`invalid_json`): malformed, not UTF-8, duplicate keys, "
+    "NaN/Infinity, or nested too deeply.",
+    413: "The body is larger than KOGPT2_MAX_BODY_BYTES (`payload_too_large`).",
+    415: "The body was not sent as `Content-Type: application/json` (`unsupported_media_type`).",
+    422: "The JSON does not fit the request schema, or the model or server limits "
+    "(`validation_error`): the message names each field and what is wrong.",
+    429: "Every generation slot is busy and the queue is full or did not move in time "
+    "(`overloaded`). Retry after `Retry-After` seconds.",
+    500: "A bug (`internal_error`); logged on the server, no details sent.",
+    503: "The model can't be loaded (`model_unavailable`); the message says why. A later "
+    "request retries the load.",
+}
+RETRY_AFTER = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
+
+
+def component_schemas() -> dict:
+    models = [(m, "validation") for m in REQUEST_MODELS]
+    models += [(m, "serialization") for m in RESPONSE_MODELS]
+    _, schema = models_json_schema(models, ref_template="#/components/schemas/{model}")
+    return schema["$defs"]
+
+
+def ref(model) -> dict:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def json_content(schema: dict) -> dict:
+    return {"application/json": {"schema": schema}}
+
+
+def common_headers() -> dict:
+    return {
+        "X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"},
+        "X-Time-Ms": {"$ref": "#/components/headers/X-Time-Ms"},
+    }
+
+
+def ok(description: str, content: dict, **headers) -> dict:
+    return {"description": description, "headers": {**common_headers(), **headers},
+            "content": content}
+
+
+def error(status: int) -> dict:
+    headers = {**common_headers(), **(RETRY_AFTER if status in (429, 503) else {})}
+    return {"description": ERRORS[status], "headers": headers,
+            "content": json_content(ref(ErrorResponse))}
+
+
+def generate_operation() -> dict:
+    return {
+        "operationId": "generate",
+        "summary": "Continue a Korean title with KoGPT2",
+        "description": (
+            "Send `{\"text\": \"제목\", ...parameters}`; the answer has the text, each sequence "
+            "and details. The original Lambda handler's `{\"context\": {\"main_title\": "
+            "\"제목\"}}` is answered in its own shape `{\"answer\": {\"gen_text\": [...]}}`. "
+            "A generation stops at the time budget with `finish_reason: \"time\"`."
+        ),
+        "requestBody": {
+            "required": True,
+            "content": json_content({"anyOf": [ref(m) for m in REQUEST_MODELS]}),
+        },
+        "responses": {
+            "200": ok(
+                "The generated text.",
+                json_content({"anyOf": [ref(GenerateResponse), ref(LegacyResponse)]}),
+                **{"X-Generated-Tokens": {"$ref": "#/components/headers/X-Generated-Tokens"}},
+            ),
+            **{str(status): error(status) for status in ERRORS},
+        },
+    }
+
+
+def get_operation(operation_id: str, summary: str, model) -> dict:
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "responses": {
+            "200": ok(summary, json_content(ref(model))),
+            "500": error(500),
+        },
+    }
+
+
+def document(settings) -> dict:
+    """The API's OpenAPI 3.1 document for an app with these settings."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "KoGPT2 text generation",
+            "version": "1",
+            "description": (
+                "Type a title (제목), get Korean text written by KoGPT2 (skt/kogpt2-base-v2). "
+                "Every error is JSON `{\"error\", \"error_type\"}`; error types: "
+                + ", ".join(sorted({*HTTP_ERROR_TYPES.values(), "invalid_json",
+                                    "validation_error", "internal_error",
+                                    "model_unavailable"}))
+                + f". The server caps max_new_tokens at {settings.max_new_tokens} and "
+                f"stops a generation after {settings.time_budget_s:g} s."
+            ),
+        },
+        "paths": {
+            "/generate": {"post": generate_operation()},
+            "/health": {"get": get_operation(
+                "health", "Liveness: fast, never loads the model", HealthResponse)},
+            "/info": {"get": get_operation(
+                "info", "Model, engine, limits and each parameter's bounds", InfoResponse)},
+            "/openapi.json": {"get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "responses": {"200": ok("OpenAPI 3.1", json_content({"type": "object"}))},
+            }},
+        },
+        "components": {
+            "schemas": component_schemas(),
+            "headers": {
+                "X-Request-ID": {
+                    "description": "The caller's X-Request-ID if it matches the pattern, "
+                    "else a new id. The server's log line carries it too.",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": f"^{REQUEST_ID.pattern}$"},
+                },
+                "X-Time-Ms": {"description": "Time the server spent on the request.",
+                              "required": True, "schema": {"type": "string",
+                                                           "pattern": "^[0-9]+$"}},
+                "X-Generated-Tokens": {"description": "New tokens generated (longest sequence).",
+                                       "required": True, "schema": {"type": "string",
+                                                                    "pattern": "^[0-9]+$"}},
+                "Retry-After": {"description": "Seconds to wait before trying again.",
+                                "required": True, "schema": {"type": "string",
+                                                             "pattern": "^[0-9]+$"}},
+            },
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    return document(get_settings())
+
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ doc.info.title }} — API</title></head>
+<body>
+<h1>{{ doc.info.title }} <small>OpenAPI {{ doc.openapi }}</small></h1>
+<p>{{ doc.info.description }}</p>
+<p>Machine-readable: <a href="{{ spec_url }}">openapi.json</a>.</p>
+<h2>Routes</h2>
+{% for path, methods in doc.paths.items() %}{% for method, op in methods.items() %}
+<section id="{{ op.operationId }}">
+<h3><code>{{ method | upper }} {{ path }}</code> — {{ op.summary }}</h3>
+{% if op.description %}<p>{{ op.description }}</p>{% endif %}
+{% if op.requestBody %}<h4>Request body (application/json), one of</h4><ul>
+{% for option in op.requestBody.content["application/json"].schema.anyOf %}
+<li><a href="#schema-{{ name(option) }}">{{ name(option) }}</a></li>{% endfor %}</ul>{% endif %}
+<h4>Responses</h4>
+<table><thead><tr><th>status</th><th>meaning</th><th>body</th></tr></thead><tbody>
+{% for status, answer in op.responses.items() %}
+<tr><td>{{ status }}</td><td>{{ answer.description }}</td>
+<td>{% for schema in bodies(answer) %}<a href="#schema-{{ schema }}">{{ schema }}</a>
+{% endfor %}</td></tr>{% endfor %}
+</tbody></table>
+</section>
+{% endfor %}{% endfor %}
+<h2>Schemas</h2>
+{% for schema_name, schema in doc.components.schemas.items() %}
+<section id="schema-{{ schema_name }}"><h3>{{ schema_name }}</h3>
+<pre>{{ pretty(schema) }}</pre></section>
+{% endfor %}
+</body></html>
+"""
+
+
+def schema_name(schema: dict) -> str:
+    return schema.get("$ref", "").rsplit("/", 1)[-1] or schema.get("type", "object")
+
+
+def response_bodies(answer: dict) -> list[str]:
+    schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+    return [schema_name(option) for option in schema.get("anyOf", [schema])]
+
+
+@bp.get("/docs")
+def docs():
+    html = render_template_string(
+        DOCS_PAGE,
+        doc=document(get_settings()),
+        spec_url=url_for("openapi.openapi_json"),
+        name=schema_name,
+        bodies=response_bodies,
+        pretty=lambda value: json.dumps(value, ensure_ascii=False, indent=2),
+    )
+    response = Response(html, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = DOCS_CSP
+    return response

@@ -1,0 +1,159 @@
+"""Load on 127.0.0.1 against gunicorn (gunicorn.conf.py, tiny stand-in), bounded in count and time.
+
+Figures go to stdout (pytest -s) and artifacts/load-test.json.
+"""
+
+import json
+import statistics
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+TITLE = "근육이 커지기 위해서는"
+BUDGET_S = 10
+SLACK_S = 5  # connection set-up and gunicorn's own queue, on a shared 2-core machine
+BODY = {"text": TITLE, "max_new_tokens": 8, "repetition_penalty": 1.0}
+
+
+def call(url, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=BUDGET_S + 2 * SLACK_S) as response:
+            status, headers, payload = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        status, headers, payload = exc.code, exc.headers, exc.read()
+    return status, time.monotonic() - started, headers, json.loads(payload)
+
+
+def worker_pid(base_url: str) -> int:
+    """The gunicorn worker serving `base_url`: the child whose parent runs the same command."""
+    bind = urlsplit(base_url).netloc
+    servers = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"gunicorn" in b" ".join(cmdline) and bind.encode() in cmdline:
+            servers[int(proc.name)] = ppid
+    (worker,) = [pid for pid, ppid in servers.items() if ppid in servers]
+    return worker
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def figures(name, results, elapsed_s, **extra):
+    statuses = [status for status, *_ in results]
+    latencies = [seconds for _, seconds, *_ in results]
+    summary = {
+        "test": name,
+        "requests": len(results),
+        "ok_200": statuses.count(200),
+        "overloaded_429": statuses.count(429),
+        "errors": len(results) - statuses.count(200) - statuses.count(429),
+        "p50_ms": round(statistics.median(latencies) * 1000),
+        "p95_ms": round(percentile(latencies, 0.95) * 1000),
+        "max_ms": round(max(latencies) * 1000),
+        "elapsed_s": round(elapsed_s, 1),
+        **extra,
+    }
+    print("\nLOAD " + json.dumps(summary))
+    out = ROOT / "artifacts" / "load-test.json"
+    out.parent.mkdir(exist_ok=True)
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**previous, name: summary}, indent=2) + "\n")
+    return summary
+
+
+def assert_documented(results):
+    for status, seconds, headers, body in results:
+        assert status in (200, 429), body
+        assert seconds < BUDGET_S + SLACK_S, f"{seconds:.1f} s is past the budget"
+        if status == 429:
+            assert body["error_type"] == "overloaded" and int(headers["Retry-After"]) >= 1
+        else:
+            assert body["generated_text"].startswith(TITLE)
+
+
+def burst(base, clients=64):
+    """`clients` requests at the same instant, one per thread."""
+    barrier = threading.Barrier(clients)
+
+    def client(_):
+        barrier.wait()
+        return call(f"{base}/generate", BODY)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(client, range(clients)))
+    return results, time.monotonic() - started
+
+
+def test_64_clients_on_a_cold_server_load_the_model_once(live_server):
+    with live_server(time_budget_s=BUDGET_S) as base:
+        assert json.load(urllib.request.urlopen(f"{base}/info", timeout=10))["loaded"] is False
+        cold, cold_s = burst(base)
+        warm, warm_s = burst(base)  # the same burst once loaded, for comparison
+        info = json.load(urllib.request.urlopen(f"{base}/info", timeout=10))
+        rss = round(rss_mb(worker_pid(base)))
+    cold_figures = figures("cold_64_clients", cold, cold_s, worker_rss_mb=rss)
+    figures("warm_64_clients", warm, warm_s, worker_rss_mb=rss)
+    assert_documented(cold + warm)
+    assert info["load_count"] == 1
+    assert cold_figures["ok_200"] >= 1
+    assert info["concurrency"]["running"] == info["concurrency"]["waiting"] == 0
+
+
+def test_memory_stays_flat_over_500_requests(live_server):
+    with live_server(time_budget_s=BUDGET_S) as base:
+        pid = worker_pid(base)
+        call(f"{base}/generate", BODY)  # load the model
+        samples, peak, health_s, done = [], [rss_mb(pid)], [], threading.Event()
+
+        def sample_peak_and_health():
+            while not done.wait(0.05):
+                peak.append(rss_mb(pid))
+                started = time.monotonic()
+                urllib.request.urlopen(f"{base}/health", timeout=BUDGET_S).close()
+                health_s.append(time.monotonic() - started)
+
+        def client(i):
+            result = call(f"{base}/generate", {**BODY, "do_sample": True, "seed": i})
+            if i % 50 == 49:
+                samples.append(rss_mb(pid))
+            return result
+
+        sampler = threading.Thread(target=sample_peak_and_health)
+        sampler.start()
+        started = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(client, range(500)))
+        elapsed = time.monotonic() - started
+        done.set()
+        sampler.join()
+    summary = figures("500_requests_4_clients", results, elapsed,
+                      rss_samples_mb=[round(s) for s in samples], peak_rss_mb=round(max(peak)),
+                      health_checks=len(health_s), health_max_ms=round(max(health_s) * 1000))
+    assert_documented(results)
+    assert max(health_s) < 1, "/health waited behind generations"
+    assert summary["ok_200"] == 500  # 4 clients never fill 1 slot + a queue of 8
+    growth = samples[-1] - samples[1]  # after warm-up: allocator pools, tokenizer caches
+    assert growth < 30, f"worker RSS grew {growth:.0f} MB over 400 requests: {samples}"

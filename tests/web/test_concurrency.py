@@ -1,0 +1,139 @@
+import threading
+import time
+
+import pytest
+
+from kogpt2.config import Settings
+from kogpt2.web.limits import ConcurrencyLimit, Overloaded
+
+TITLE = "근육이 커지기 위해서는"
+FAR = float("inf")
+
+
+def wait_until(condition, limit_s=10.0):
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition never came true"
+        time.sleep(0.005)
+
+
+def hold(limit, release: threading.Event, outcome=None):
+    """Take a slot in a thread (waiting in the queue if need be) and keep it until `release`."""
+    outcome = [] if outcome is None else outcome
+
+    def run():
+        try:
+            with limit.slot(FAR):
+                release.wait(10)
+            outcome.append("ran")
+        except Overloaded as exc:
+            outcome.append(exc.status)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_a_full_queue_is_refused_at_once_with_retry_after():
+    limit = ConcurrencyLimit(slots=1, queue_size=1, timeout_s=30)
+    release, outcomes = threading.Event(), []
+    holder = hold(limit, release)
+    wait_until(lambda: limit.running == 1)
+    waiter = hold(limit, release, outcome=outcomes)
+    wait_until(lambda: limit.waiting == 1)
+    with pytest.raises(Overloaded) as refused:
+        with limit.slot(FAR):
+            pass
+    assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "30"
+    release.set()
+    holder.join(), waiter.join()
+    assert outcomes == ["ran"]  # the queued request got its turn
+    assert (limit.running, limit.waiting) == (0, 0)
+
+
+def test_a_queued_request_gives_up_at_its_deadline():
+    limit = ConcurrencyLimit(slots=1, queue_size=4, timeout_s=30)
+    release = threading.Event()
+    holder = hold(limit, release)
+    wait_until(lambda: limit.running == 1)
+    with pytest.raises(Overloaded, match="no generation slot"):
+        with limit.slot(time.monotonic()):  # a deadline already reached: no wait at all
+            pass
+    release.set()
+    holder.join()
+
+
+def test_a_slot_is_given_back_when_the_work_raises():
+    limit = ConcurrencyLimit(slots=1, queue_size=0, timeout_s=0)
+    with pytest.raises(RuntimeError):
+        with limit.slot(FAR):
+            raise RuntimeError("generation failed")
+    with limit.slot(FAR):
+        assert limit.running == 1
+
+
+def test_waiters_are_served_in_arrival_order():
+    limit = ConcurrencyLimit(slots=1, queue_size=3, timeout_s=30)
+    release, served = threading.Event(), []
+    holder = hold(limit, release)
+    wait_until(lambda: limit.running == 1)
+
+    def wait_then_note(name):
+        with limit.slot(FAR):
+            served.append(name)
+
+    waiters = []
+    for count, name in enumerate("abc", start=1):
+        waiters.append(threading.Thread(target=wait_then_note, args=(name,)))
+        waiters[-1].start()
+        wait_until(lambda count=count: limit.waiting == count)
+    release.set()
+    for thread in [holder, *waiters]:
+        thread.join()
+    assert served == ["a", "b", "c"]
+    assert (limit.running, limit.waiting) == (0, 0)
+
+
+def test_settings_read_the_limits_from_the_environment(monkeypatch):
+    monkeypatch.setenv("KOGPT2_MAX_CONCURRENCY", "3")
+    monkeypatch.setenv("KOGPT2_QUEUE_SIZE", "0")
+    monkeypatch.setenv("KOGPT2_QUEUE_TIMEOUT_S", "2.5")
+    settings = Settings()
+    assert (settings.max_concurrency, settings.queue_size, settings.queue_timeout_s) == (3, 0, 2.5)
+
+
+def test_lambda_runs_one_generation_per_instance(monkeypatch):
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "kogpt2-dev")
+    assert Settings().max_concurrency == 1
+
+
+def test_an_overloaded_server_answers_429_and_stays_healthy(make_app, monkeypatch):
+    app = make_app(max_concurrency=1, queue_size=0)
+    generator = app.extensions["kogpt2"]
+    client = app.test_client()
+    assert client.post("/generate", json={"text": TITLE, "max_new_tokens": 1}).status_code == 200
+    started, release = threading.Event(), threading.Event()
+    real_generate = generator.generate
+
+    def slow_generate(*args, **kwargs):
+        started.set()
+        release.wait(10)
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(generator, "generate", slow_generate)
+    statuses = []
+    busy = threading.Thread(target=lambda: statuses.append(app.test_client().post(
+        "/generate", json={"text": TITLE, "max_new_tokens": 1}).status_code))
+    busy.start()
+    assert started.wait(10)
+    refused = client.post("/generate", json={"text": TITLE})
+    assert refused.status_code == 429
+    assert refused.get_json()["error_type"] == "overloaded"
+    assert int(refused.headers["Retry-After"]) >= 1
+    health = client.get("/health")
+    assert health.status_code == 200 and health.get_json()["model_loaded"] is True
+    assert client.get("/info").get_json()["concurrency"]["running"] == 1
+    release.set()
+    busy.join()
+    assert statuses == [200]
+    assert client.post("/generate", json={"text": TITLE, "max_new_tokens": 1}).status_code == 200
