@@ -29,3 +29,22 @@ test: $(VENV)/.dev
 
 stand-in: $(VENV)/.runtime
 	$(BIN)/python scripts/make_stand_in.py models/kogpt2-stand-in
+
+# AWS Lambda (README: "Deploy to AWS Lambda"): make deploy STAGE=dev, make status, make logs,
+# make undeploy. Zappa and boto3 come from requirements-dev.txt.
+STAGE ?= dev
+DEPLOY := PATH="$(CURDIR)/$(BIN):$$PATH" scripts/deploy.sh $(STAGE)
+
+.PHONY: deploy status logs undeploy
+
+deploy: $(VENV)/.dev
+	$(DEPLOY) deploy
+
+status: $(VENV)/.dev
+	$(DEPLOY) status
+
+logs: $(VENV)/.dev
+	$(DEPLOY) logs
+
+undeploy: $(VENV)/.dev
+	$(DEPLOY) undeploy
