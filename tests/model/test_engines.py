@@ -20,8 +20,10 @@ def engine(request, tiny_model_dir, tiny_ct2_dir):
     return load_engine(str(source), request.param, threads=1)
 
 
-def run(engine, params=GenerationParams(), *, max_new_tokens=30, seed=None, deadline=None,
-        text=TITLE):
+GREEDY = GenerationParams()
+
+
+def run(engine, params=GREEDY, *, max_new_tokens=30, seed=None, deadline=None, text=TITLE):
     outputs = engine.generate(
         engine.encode(text), max_new_tokens=max_new_tokens, params=params, seed=seed,
         deadline=deadline,
