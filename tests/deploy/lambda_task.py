@@ -1,7 +1,7 @@
 """A Lambda task root laid out like the image, and API Gateway REST (v1 proxy) events for it.
 
-`invoke(task_root, events, env)` runs Zappa's real `lambda_handler` in a fresh process (one
-warm container: the events go through it in order) and returns its responses.
+`invoke(task_root, events, env, tmp_path)` runs Zappa's real `lambda_handler` in a fresh
+process (one warm container: the events go through it in order) and returns its responses.
 """
 
 import base64
@@ -19,8 +19,9 @@ HOST = f"{API_ID}.execute-api.{REGION}.amazonaws.com"
 
 # What the Lambda runtime does with the image's CMD: import the handler, call it per event.
 RUNTIME = textwrap.dedent("""\
-    import json, sys, types, uuid
-    from zappa.handler import lambda_handler
+    import importlib, json, sys, types, uuid
+    module, _, function = sys.argv[3].rpartition(".")
+    lambda_handler = getattr(importlib.import_module(module), function)
 
     def context():
         return types.SimpleNamespace(
@@ -46,12 +47,13 @@ def save_python_settings(source_dir: Path, stage: str, task_root: Path) -> Path:
     return output
 
 
-def invoke(task_root: Path, events: list[dict], env: dict[str, str], tmp_path: Path,
-           python: str = sys.executable) -> list[dict]:
+def invoke(task_root: Path, events: list[dict], env: dict[str, str], tmp_path: Path, *,
+           python: str = sys.executable, handler: str = "zappa.handler.lambda_handler"):
+    """The handler's response to each event, in one process: one warm container."""
     events_file, responses_file = tmp_path / "events.json", tmp_path / "responses.json"
     events_file.write_text(json.dumps(events))
     process = subprocess.run(
-        [python, "-c", RUNTIME, str(events_file), str(responses_file)],
+        [python, "-c", RUNTIME, str(events_file), str(responses_file), handler],
         cwd=task_root, env={**env, "PYTHONPATH": str(task_root)},
         capture_output=True, text=True, timeout=300,
     )
