@@ -26,7 +26,7 @@ RUNTIME = textwrap.dedent("""\
     def context():
         return types.SimpleNamespace(
             aws_request_id=str(uuid.uuid4()), function_name="kogpt2-dev",
-            memory_limit_in_mb=3538, get_remaining_time_in_millis=lambda: 30000,
+            memory_limit_in_mb=1769, get_remaining_time_in_millis=lambda: 30000,
         )
 
     events = json.load(open(sys.argv[1]))
