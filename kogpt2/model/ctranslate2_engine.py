@@ -17,6 +17,8 @@ from .engine import ModelLoadError, finish, short_reason
 from .params import GenerationParams
 
 EOS_TOKEN = "</s>"  # KoGPT2 was trained with </s> as both BOS and EOS
+# ctranslate2.set_random_seed is process-wide: a seeded run must not interleave with another.
+GENERATION_LOCK = threading.Lock()
 
 
 def read_max_positions(model_dir: Path) -> int:
@@ -50,7 +52,6 @@ class CTranslate2Engine:
         weakref.finalize(self, self._live.clear)
         self._sampled = False  # whether the live generator's random stream has been used
         self.compute_type = self._live[0].compute_type
-        self._lock = threading.Lock()
 
     def _open(self):
         return ctranslate2.Generator(str(self.model_dir), **self._options)
@@ -69,14 +70,14 @@ class CTranslate2Engine:
             raise ModelLoadError(f"the tokenizer of {model_dir!r} has no {EOS_TOKEN} token")
         return engine
 
-    def _reseed(self, seed: int) -> None:
+    def _prepare_sampling(self, seed: int | None) -> None:
         # set_random_seed only seeds a generator's worker thread the first time it samples
         # (its random engine is thread-local), so a used generator is swapped for a fresh
         # one (~0.1 s for the full-size int8 model) to make the seed reproduce the text.
-        ctranslate2.set_random_seed(seed)
-        if self._sampled:
-            self._live.clear()  # free the old one first: one model in memory at a time
-        self._generator()
+        if seed is not None:
+            ctranslate2.set_random_seed(seed)
+            if self._sampled:
+                self._live.clear()  # free the old one first: one model in memory at a time
         self._sampled = True
 
     def _generator(self):
@@ -97,8 +98,7 @@ class CTranslate2Engine:
 
         def past_deadline(step) -> bool:  # True ends that row's generation
             nonlocal deadline_hit
-            if deadline is not None and time.monotonic() >= deadline:
-                deadline_hit = True
+            deadline_hit = deadline_hit or time.monotonic() >= deadline
             return deadline_hit
 
         options = dict(
@@ -107,17 +107,18 @@ class CTranslate2Engine:
             include_prompt_in_result=False,  # forwards the prompt at once
             end_token=EOS_TOKEN,
             return_end_token=True,
-            callback=past_deadline,
         )
+        if deadline is not None:
+            options.update(callback=past_deadline)
         if params.do_sample:
             options.update(
                 sampling_topk=params.top_k,  # 0 samples from the whole vocabulary, as top_k=0 does
                 sampling_topp=params.top_p,
                 sampling_temperature=params.temperature,
             )
-        with self._lock:
+        with GENERATION_LOCK:
             if params.do_sample:
-                self._reseed(seed)
+                self._prepare_sampling(seed)
             results = self._generator().generate_batch([prompt] * rows, **options)
         return [
             finish(result.sequences_ids[0], self.eos_id, max_new_tokens, deadline_hit)
