@@ -31,20 +31,24 @@ stand-in: $(VENV)/.runtime
 	$(BIN)/python scripts/make_stand_in.py models/kogpt2-stand-in
 
 # AWS Lambda (README: "Deploy to AWS Lambda"): make deploy STAGE=dev, make status, make logs,
-# make undeploy. Zappa and boto3 come from requirements-dev.txt.
+# make undeploy. Deploying needs Zappa and boto3, not torch: requirements-lambda.txt has them.
 STAGE ?= dev
 DEPLOY := PATH="$(CURDIR)/$(BIN):$$PATH" scripts/deploy.sh $(STAGE)
 
 .PHONY: deploy status logs undeploy
 
-deploy: $(VENV)/.dev
+$(VENV)/.deploy: requirements-lambda.txt requirements-slim.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-lambda.txt
+	touch $@
+
+deploy: $(VENV)/.deploy
 	$(DEPLOY) deploy
 
-status: $(VENV)/.dev
+status: $(VENV)/.deploy
 	$(DEPLOY) status
 
-logs: $(VENV)/.dev
+logs: $(VENV)/.deploy
 	$(DEPLOY) logs
 
-undeploy: $(VENV)/.dev
+undeploy: $(VENV)/.deploy
 	$(DEPLOY) undeploy

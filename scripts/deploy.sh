@@ -20,7 +20,7 @@ action=${2:-deploy}
 [ -n "$stage" ] || die "usage: scripts/deploy.sh STAGE [deploy|status|logs|undeploy]"
 python=${PYTHON:-python3}
 command -v zappa >/dev/null \
-    || die "zappa is not installed: run 'make deploy STAGE=$stage' or pip install -r requirements-dev.txt"
+    || die "zappa is not installed: run 'make deploy STAGE=$stage' or pip install -r requirements-lambda.txt"
 
 # REGION PROJECT LAMBDA_NAME ARCHITECTURE PLATFORM, from zappa_settings.json.
 stage_settings=$("$python" scripts/deploy_aws.py stage "$stage") || exit 1

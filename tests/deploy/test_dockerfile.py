@@ -179,3 +179,19 @@ def test_the_image_serves_from_its_layout(image_venv, runtime_instructions, tiny
     assert result["generated_text"].startswith(TITLE)
     assert result["details"]["engine"] == "ctranslate2"
     assert json.loads(info["body"])["compute_type"].startswith("int8")  # int8 weights
+
+
+def test_dockerignore_sends_what_the_copies_need_and_nothing_else():
+    # An allowlist: everything is ignored, then what the image uses is let back in.
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    rules = [line for line in lines if line and not line.startswith("#")]
+    assert rules[0] == "*"
+    allowed = [rule[1:].rstrip("/") for rule in rules if rule.startswith("!")]
+    sources = set()
+    for stage in stages().values():
+        for kind, value in stage[1]:
+            if kind == "COPY" and not value.startswith("--from"):
+                sources.update(source.rstrip("/") for source in value.split()[:-1])
+    assert sources <= set(allowed), sources - set(allowed)
+    for kept_out in (".venv", "models", "tests", ".git", "artifacts"):
+        assert not any(kept_out == rule or kept_out.startswith(rule + "/") for rule in allowed)
