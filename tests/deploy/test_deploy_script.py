@@ -161,11 +161,11 @@ def run_deploy(project, moto_url, tmp_path):
     return run
 
 
-def assert_built_and_pushed(calls, tag):
+def assert_built_and_pushed(calls, tag, platform="linux/amd64"):
     image = f"{REGISTRY}/kogpt2:{tag}"
     assert [call[0] for call in calls] == ["info", "buildx", "login", "tag", "push"]
     build = calls[1]
-    assert build[build.index("--platform") + 1] == "linux/amd64"
+    assert build[build.index("--platform") + 1] == platform
     assert "--provenance=false" in build
     assert build[-1] == "."
     assert calls[2] == ["login", "--username", "AWS", "--password-stdin", REGISTRY,
@@ -230,6 +230,19 @@ def test_deploy_update_status_undeploy(run_deploy, project, aws):
         "DELETE_COMPLETE"
     ]
     assert not [r for r in aws("events").list_rules()["Rules"] if "warm_up" in r["Name"]]
+
+
+def test_arm64_builds_and_deploys_for_graviton(run_deploy, project, aws):
+    settings = json.loads((project / "zappa_settings.json").read_text())
+    settings["dev"]["architecture"] = "arm64"
+    (project / "zappa_settings.json").write_text(json.dumps(settings, indent=4))
+    head = commit(project, "arm64")
+    process, calls = run_deploy("dev")
+    assert process.returncode == 0, process.stdout + process.stderr
+    image = assert_built_and_pushed(calls, f"dev-{head}", platform="linux/arm64")
+    function = aws("lambda").get_function(FunctionName="kogpt2-dev")
+    assert function["Code"]["ImageUri"] == image
+    assert function["Configuration"]["Architectures"] == ["arm64"]
 
 
 def test_a_dirty_checkout_gets_its_own_tag(run_deploy, project, aws):
