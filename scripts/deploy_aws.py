@@ -12,6 +12,7 @@ boto3 comes with zappa. AWS_ENDPOINT_URL (moto in the tests) is honoured by boto
 """
 
 import base64
+import inspect
 import json
 import shlex
 import sys
@@ -101,7 +102,7 @@ def ecr_repository(region: str, name: str) -> None:
 
 def ecr_password(region: str) -> None:
     data = client("ecr", region).get_authorization_token()["authorizationData"][0]
-    user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
+    _user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
     print(password)
 
 
@@ -134,11 +135,12 @@ COMMANDS = {
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in COMMANDS:
+    command = COMMANDS.get(argv[0]) if argv else None
+    if command is None or len(argv) - 1 != len(inspect.signature(command).parameters):
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        result = COMMANDS[argv[0]](*argv[1:])
+        result = command(*argv[1:])
     except DeployError as exc:
         print(f"deploy: {exc}", file=sys.stderr)
         return 2
