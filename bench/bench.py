@@ -246,8 +246,8 @@ def table(rows: list[tuple[str, dict, Path]], bandwidth_gbs: float) -> str:
     lines = [
         "| contender | compute | first answer s | × | warm default request ms | × "
         "| new tokens | ms/token | × bound | tokens/s | 4 concurrent tokens/s | × "
-        "| peak RSS MB | × |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| peak RSS MB | × | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r, model_dir in rows:
         bound_ms = weight_bytes(model_dir) / (bandwidth_gbs * 1e9) * 1000
@@ -258,7 +258,7 @@ def table(rows: list[tuple[str, dict, Path]], bandwidth_gbs: float) -> str:
             f"{r['ms_per_token']:.1f} | {r['ms_per_token'] / bound_ms:.1f}× of {bound_ms:.1f} | "
             f"{r['tokens_per_s']:.1f} | {r['concurrent_tokens_per_s']:.1f} | "
             f"{r['concurrent_tokens_per_s'] / base['concurrent_tokens_per_s']:.1f}× | "
-            f"{r['rss_mb']:.0f} | {r['rss_mb'] / base['rss_mb']:.2f}× |"
+            f"{r['rss_mb']:.0f} | {r['rss_mb'] / base['rss_mb']:.2f}× | {r['load']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -301,7 +301,9 @@ def main(argv=None) -> int:
     rows = []
     for name, measure, model_dir in contenders:
         print(f"measuring {name} ...", file=sys.stderr)
-        rows.append((name, measure(), model_dir))
+        result = measure()
+        result["load"] = os.getloadavg()[0]  # others' work on the CPUs slows every figure
+        rows.append((name, result, model_dir))
     default, base = rows[-1][1], rows[0][1]
 
     cpus = len(os.sched_getaffinity(0))
@@ -312,7 +314,9 @@ def main(argv=None) -> int:
         f"Warm figures are medians of {reps}; \"× bound\" is ms/token over the time to read "
         "the weight file once at that bandwidth. Finish reasons: "
         + "; ".join(f"{name.strip('*')}: {', '.join(r['finish_reasons'])}"
-                    for name, r, _ in rows) + ".",
+                    for name, r, _ in rows)
+        + ". \"load\" is the 1-minute load average as each finished: above "
+        f"{cpus} other work shared the CPUs and slowed that row.",
         "",
         table(rows, bandwidth),
         "",
