@@ -29,3 +29,26 @@ test: $(VENV)/.dev
 
 stand-in: $(VENV)/.runtime
 	$(BIN)/python scripts/make_stand_in.py models/kogpt2-stand-in
+
+# AWS Lambda (README: "Deploy to AWS Lambda"): make deploy STAGE=dev, make status, make logs,
+# make undeploy. Deploying needs Zappa and boto3, not torch: requirements-lambda.txt has them.
+STAGE ?= dev
+DEPLOY := PATH="$(CURDIR)/$(BIN):$$PATH" scripts/deploy.sh $(STAGE)
+
+.PHONY: deploy status logs undeploy
+
+$(VENV)/.deploy: requirements-lambda.txt requirements-slim.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-lambda.txt
+	touch $@
+
+deploy: $(VENV)/.deploy
+	$(DEPLOY) deploy
+
+status: $(VENV)/.deploy
+	$(DEPLOY) status
+
+logs: $(VENV)/.deploy
+	$(DEPLOY) logs
+
+undeploy: $(VENV)/.deploy
+	$(DEPLOY) undeploy

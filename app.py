@@ -1,6 +1,7 @@
 """KoGPT2 text generation: `flask --app app run`, `gunicorn app:app`, Zappa's `app.app`."""
 
 import logging
+import time
 
 from flask import Flask
 
@@ -19,3 +20,16 @@ def create_app(config=None) -> Flask:
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 app = create_app()
+
+
+def warm_up(event=None, context=None) -> dict:
+    """Load the model now. Zappa's scheduled `events` call this so users never wait for the load."""
+    generator = app.extensions["kogpt2"]
+    started = time.monotonic()
+    engine = generator.load()
+    return {
+        "model": generator.model,
+        "engine": engine.name,
+        "loaded": generator.loaded,
+        "load_ms": round((time.monotonic() - started) * 1000),
+    }

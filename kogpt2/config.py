@@ -24,7 +24,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KOGPT2_", extra="forbid", frozen=True)
 
     model: str = Field("skt/kogpt2-base-v2", description="Hub id or local model directory.")
-    engine: Literal["auto", "transformers"] = "auto"
+    engine: Literal["auto", "transformers", "ctranslate2"] = Field(
+        "auto", description="auto: ctranslate2 for a converted directory, else transformers."
+    )
+    compute_type: Literal["default", "int8", "int8_float32", "int16", "float32"] = Field(
+        "default", description="ctranslate2's compute type; default: as converted."
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         ["*"], description="Comma-separated origins allowed to call the API; * for any."
     )

@@ -10,6 +10,23 @@ def tiny_model_dir(tmp_path_factory):
     return make_stand_in(tmp_path_factory.mktemp("tiny-kogpt2"), tiny=True)
 
 
+@pytest.fixture(scope="session")
+def tiny_ct2_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny stand-in converted by scripts/convert.py to CTranslate2 int8 (the default)."""
+    from convert import convert
+
+    return convert(str(tiny_model_dir), tmp_path_factory.mktemp("tiny-ct2") / "int8")
+
+
+@pytest.fixture(scope="session")
+def tiny_ct2_float32_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny stand-in converted to CTranslate2 float32: its greedy text matches transformers."""
+    from convert import convert
+
+    out = tmp_path_factory.mktemp("tiny-ct2") / "float32"
+    return convert(str(tiny_model_dir), out, quantization="float32")
+
+
 @pytest.fixture
 def make_app(tiny_model_dir):
     def factory(**settings):

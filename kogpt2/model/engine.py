@@ -75,16 +75,57 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def load_engine(source: str, engine: str, threads: int) -> Engine:
-    """Load `source` (hub id or local directory) with the named engine."""
+TRANSFORMERS_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+CONVERT_HINT = "python scripts/convert.py SRC OUT --quantization int8"
+
+
+def is_ctranslate2_dir(path: Path) -> bool:
+    """A directory written by CTranslate2's converter: model.bin, no transformers weights."""
+    return (path / "model.bin").is_file() and not any(
+        (path / name).is_file() for name in TRANSFORMERS_WEIGHTS
+    )
+
+
+def load_engine(source: str, engine: str, threads: int, compute_type: str = "default") -> Engine:
+    """Load `source` (hub id or local directory) with the named engine.
+
+    `auto` picks ctranslate2 for a converted directory and transformers for any other.
+    """
+    if engine not in ("auto", "transformers", "ctranslate2"):
+        raise ModelLoadError(f"unknown engine {engine!r}")
+    if engine == "ctranslate2" and not is_local(source):
+        raise ModelLoadError(
+            f"{source!r} is a hub id; the ctranslate2 engine serves a converted directory: "
+            f"run `{CONVERT_HINT}` and set KOGPT2_MODEL=OUT"
+        )
     if is_local(source):
         path = check_local_dir(source)
     else:
         from .hub import snapshot
 
         path = check_local_dir(snapshot(source))
-    if engine in ("auto", "transformers"):
-        from .transformers_engine import TransformersEngine
+    converted = is_ctranslate2_dir(path)
+    if engine == "auto":
+        engine = "ctranslate2" if converted else "transformers"
+    if engine == "ctranslate2":
+        if not converted:
+            raise ModelLoadError(
+                f"{source!r} is not a CTranslate2 model directory (it has no model.bin, or has "
+                f"transformers weights): run `{CONVERT_HINT}` and set KOGPT2_MODEL=OUT"
+            )
+        from .ctranslate2_engine import CTranslate2Engine
 
-        return TransformersEngine.load(str(path), threads)
-    raise ModelLoadError(f"unknown engine {engine!r}")
+        return CTranslate2Engine.load(str(path), threads, compute_type)
+    if converted:
+        raise ModelLoadError(
+            f"{source!r} is a CTranslate2 model directory; the transformers engine needs the "
+            "original model (config.json + model.safetensors): set KOGPT2_ENGINE=ctranslate2 "
+            "or auto"
+        )
+    if compute_type not in ("default", "float32"):
+        raise ModelLoadError(
+            f"the transformers engine computes in float32 only, not {compute_type!r}"
+        )
+    from .transformers_engine import TransformersEngine
+
+    return TransformersEngine.load(str(path), threads)

@@ -27,12 +27,14 @@ class Generator:
         model: str,
         *,
         engine: str = "auto",
+        compute_type: str = "default",
         threads: int = 1,
         max_new_tokens: int = 256,
         load_retry_s: float = 5.0,
     ):
         self.model = model
         self.engine_name = engine
+        self.compute_type = compute_type
         self.threads = threads
         self.max_new_tokens = max_new_tokens
         self.load_retry_s = load_retry_s
@@ -65,7 +67,7 @@ class Generator:
             if self._load_error and time.monotonic() - self._failed_at < self.load_retry_s:
                 raise self._load_error
             try:
-                engine = load_engine(self.model, self.engine_name, self.threads)
+                engine = load_engine(self.model, self.engine_name, self.threads, self.compute_type)
             except ModelLoadError as exc:
                 self._remember_failure(exc)
                 raise

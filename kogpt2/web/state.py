@@ -12,6 +12,7 @@ def attach(app, settings: Settings) -> Generator:
     generator = Generator(
         settings.model,
         engine=settings.engine,
+        compute_type=settings.compute_type,
         threads=settings.threads,
         max_new_tokens=settings.max_new_tokens,
         load_retry_s=settings.load_retry_s,

@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""Benchmark the engines through the real HTTP app against the original Lambda handler.
+
+    .venv/bin/python bench/bench.py            # full-size stand-in, ~5 minutes on 2 cores
+    .venv/bin/python bench/bench.py --quick    # tiny stand-in: checks the bench itself
+
+One run measures, for each contender in a fresh process: process start -> first answer, the
+warm default request (median of --reps), ms per new token, tokens/s at batch 1 and with 4
+concurrent requests, and peak RSS. It measures the memory bandwidth too, and prints a markdown
+table with ratios to the baseline and to the bandwidth bound (the weights read once per token).
+The table is also written to artifacts/. The baseline is the original handler as it ran:
+transformers fp32 in a plain process, no HTTP. The others run `gunicorn app:app` on 127.0.0.1.
+"""
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+
+TITLE = "근육이 커지기 위해서는"  # the default request: {"text": TITLE}
+CONCURRENT = 4
+
+# The original Lambda handler, as it ran: model loaded at import, greedy, 90 tokens in all.
+ORIGINAL_HANDLER = r"""
+import json, sys, time
+from concurrent.futures import ThreadPoolExecutor
+import torch
+from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+
+model_dir, reps, concurrent = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+tokenizer = PreTrainedTokenizerFast.from_pretrained(
+    model_dir, bos_token="</s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+    mask_token="<mask>")
+model = GPT2LMHeadModel.from_pretrained(model_dir)
+model.eval()
+
+def handler(event, context):
+    text = event["context"]["main_title"]
+    input_ids = tokenizer.encode(text)
+    gen_ids = model.generate(
+        torch.tensor([input_ids]), max_length=90, repetition_penalty=2.0,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id, use_cache=True)
+    generated = tokenizer.decode(gen_ids[0, :].tolist())
+    return {"answer": {"gen_text": [generated]}}, gen_ids.shape[1] - len(input_ids)
+
+def timed():
+    started = time.monotonic()
+    _, new_tokens = handler({"context": {"main_title": TITLE}}, None)
+    return time.monotonic() - started, new_tokens
+
+def peak_rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+TITLE = "근육이 커지기 위해서는"
+timed()
+print("FIRST_ANSWER", flush=True)
+warm = [timed() for _ in range(reps)]
+started = time.monotonic()
+with ThreadPoolExecutor(concurrent) as pool:
+    together = list(pool.map(lambda _: timed(), range(concurrent)))
+wall = time.monotonic() - started
+full = 90 - len(tokenizer.encode(TITLE))  # fewer new tokens than this: it met </s>
+reasons = sorted({"length" if n == full else "eos" for _, n in warm + together})
+print(json.dumps({"warm": warm, "concurrent_tokens": sum(n for _, n in together),
+                  "concurrent_wall": wall, "compute_type": "float32", "reasons": reasons,
+                  "rss_mb": peak_rss_mb()}), flush=True)
+"""
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def measure_bandwidth_gbs() -> tuple[float, str]:
+    """Read bandwidth: best of several sums over a 512 MiB array, with all threads."""
+    try:
+        import torch
+
+        data = torch.ones(128 * 1024 * 1024, dtype=torch.float32)
+        how = f"torch sum, {torch.get_num_threads()} threads"
+        total = data.sum
+    except ImportError:
+        import numpy
+
+        data = numpy.ones(128 * 1024 * 1024, dtype=numpy.float32)
+        how = "numpy sum, 1 thread"
+        total = data.sum
+    total()
+    best = min(_seconds(total) for _ in range(5))
+    return data.nbytes / best / 1e9, how
+
+
+def _seconds(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def run_baseline(model_dir: Path, reps: int) -> dict:
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-c", ORIGINAL_HANDLER, str(model_dir), str(reps), str(CONCURRENT)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    first_answer = None
+    report = None
+    for line in process.stdout:
+        if line.startswith("FIRST_ANSWER"):
+            first_answer = time.monotonic() - started
+        elif line.startswith("{"):
+            report = json.loads(line)
+    process.wait()
+    if process.returncode or report is None:
+        raise SystemExit(f"the original handler failed with {process.returncode}")
+    return summarise(first_answer, report["warm"], report["concurrent_tokens"],
+                     report["concurrent_wall"], report["rss_mb"], report["compute_type"],
+                     report["reasons"])
+
+
+def post(base: str, body: dict) -> tuple[float, dict]:
+    request = urllib.request.Request(
+        f"{base}/generate", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    started = time.monotonic()
+    with urllib.request.urlopen(request, timeout=120) as response:
+        answer = json.loads(response.read())
+    return time.monotonic() - started, answer
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_app(model_dir: Path, engine: str, reps: int) -> dict:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "KOGPT2_MODEL": str(model_dir), "KOGPT2_ENGINE": engine}
+    command = [sys.executable, "-m", "gunicorn", "app:app", "--bind", f"127.0.0.1:{port}",
+               "--access-logfile", "/dev/null", "--log-level", "warning"]
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    try:
+        while True:  # up as soon as /health answers; the model loads on the first request
+            if process.poll() is not None:
+                raise SystemExit(f"gunicorn exited with {process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.02)
+        post(base, {"text": TITLE})
+        first_answer = time.monotonic() - started
+        warm, reasons = [], set()
+        for _ in range(reps):
+            seconds, answer = post(base, {"text": TITLE})
+            warm.append((seconds, answer["details"]["generated_tokens"]))
+            reasons.add(answer["details"]["finish_reason"])
+        began = time.monotonic()
+        with ThreadPoolExecutor(CONCURRENT) as pool:
+            together = list(pool.map(lambda _: post(base, {"text": TITLE}), range(CONCURRENT)))
+        wall = time.monotonic() - began
+        reasons |= {answer["details"]["finish_reason"] for _, answer in together}
+        with urllib.request.urlopen(f"{base}/info", timeout=5) as response:
+            compute_type = json.loads(response.read())["compute_type"]
+        rss = max(peak_rss_mb(pid) for pid in children(process.pid))  # the worker
+        tokens = sum(answer["details"]["generated_tokens"] for _, answer in together)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return summarise(first_answer, warm, tokens, wall, rss, compute_type, sorted(reasons))
+
+
+def summarise(first_answer, warm, concurrent_tokens, concurrent_wall, rss, compute_type,
+              reasons) -> dict:
+    seconds = statistics.median(s for s, _ in warm)
+    tokens = statistics.median(n for _, n in warm)
+    return {
+        "cold_s": first_answer,
+        "warm_ms": seconds * 1000,
+        "new_tokens": tokens,
+        "ms_per_token": seconds * 1000 / tokens,
+        "tokens_per_s": tokens / seconds,
+        "concurrent_tokens_per_s": concurrent_tokens / concurrent_wall,
+        "rss_mb": rss,
+        "compute_type": compute_type,
+        "finish_reasons": reasons,
+    }
+
+
+def prepare_models(args) -> tuple[Path, dict[str, Path]]:
+    from convert import convert
+    from make_stand_in import make_stand_in
+
+    models = ROOT / "models"
+    source = Path(args.model) if args.model else models / (
+        "bench-tiny" if args.quick else "kogpt2-stand-in"
+    )
+    if not (source / "config.json").is_file():
+        print(f"building the {'tiny' if args.quick else 'full-size'} stand-in in {source}",
+              file=sys.stderr)
+        make_stand_in(source, tiny=args.quick)
+    converted = {}
+    for quantization in ("int8", "float32"):
+        out = models / f"{source.name}-ct2-{quantization}"
+        if not (out / "model.bin").is_file():
+            print(f"converting {source} to {quantization} in {out}", file=sys.stderr)
+            convert(str(source), out, quantization=quantization, force=True)
+        converted[quantization] = out
+    return source, converted
+
+
+def weight_bytes(model_dir: Path) -> int:
+    names = ("model.bin", "model.safetensors", "pytorch_model.bin")
+    return next((model_dir / n).stat().st_size for n in names if (model_dir / n).is_file())
+
+
+def table(rows: list[tuple[str, dict, Path]], bandwidth_gbs: float) -> str:
+    base = rows[0][1]
+    lines = [
+        "| contender | compute | first answer s | × | warm default request ms | × "
+        "| new tokens | ms/token | × bound | tokens/s | 4 concurrent tokens/s | × "
+        "| peak RSS MB | × | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r, model_dir in rows:
+        bound_ms = weight_bytes(model_dir) / (bandwidth_gbs * 1e9) * 1000
+        lines.append(
+            f"| {name} | {r['compute_type']} | {r['cold_s']:.2f} | "
+            f"{base['cold_s'] / r['cold_s']:.1f}× faster | {r['warm_ms']:.0f} | "
+            f"{base['warm_ms'] / r['warm_ms']:.1f}× faster | {r['new_tokens']:.0f} | "
+            f"{r['ms_per_token']:.1f} | {r['ms_per_token'] / bound_ms:.1f}× of {bound_ms:.1f} | "
+            f"{r['tokens_per_s']:.1f} | {r['concurrent_tokens_per_s']:.1f} | "
+            f"{r['concurrent_tokens_per_s'] / base['concurrent_tokens_per_s']:.1f}× | "
+            f"{r['rss_mb']:.0f} | {r['rss_mb'] / base['rss_mb']:.2f}× | {r['load']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def verdicts(default: dict, base: dict) -> list[str]:
+    checks = [
+        ("first answer ≥ 5× faster", base["cold_s"] / default["cold_s"], 5, True),
+        ("warm default request ≥ 3.5× faster", base["warm_ms"] / default["warm_ms"], 3.5, True),
+        ("peak RSS ≤ 300 MB", default["rss_mb"], 300, False),
+    ]
+    lines = []
+    for label, value, goal, higher in checks:
+        met = value >= goal if higher else value <= goal
+        lines.append(f"- {label}: {value:.1f} → {'met' if met else 'MISSED'}")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="transformers stand-in or model directory "
+                        "(default: models/kogpt2-stand-in, built if missing)")
+    parser.add_argument("--reps", type=int, default=5, help="warm requests per contender")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny stand-in and 2 warm requests: checks the bench, not speed")
+    args = parser.parse_args(argv)
+    reps = 2 if args.quick else max(args.reps, 5)
+    source, converted = prepare_models(args)
+
+    bandwidth, how = measure_bandwidth_gbs()
+    print(f"read bandwidth: {bandwidth:.1f} GB/s ({how})", file=sys.stderr)
+    contenders = [
+        ("original handler (transformers fp32, no HTTP)", lambda: run_baseline(source, reps),
+         source),
+        ("app, transformers (reference)", lambda: run_app(source, "transformers", reps), source),
+        ("app, ctranslate2 float32", lambda: run_app(converted["float32"], "auto", reps),
+         converted["float32"]),
+        ("**app, ctranslate2 int8 (default)**", lambda: run_app(converted["int8"], "auto", reps),
+         converted["int8"]),
+    ]
+    rows = []
+    for name, measure, model_dir in contenders:
+        print(f"measuring {name} ...", file=sys.stderr)
+        result = measure()
+        result["load"] = os.getloadavg()[0]  # others' work on the CPUs slows every figure
+        rows.append((name, result, model_dir))
+    default, base = rows[-1][1], rows[0][1]
+
+    cpus = len(os.sched_getaffinity(0))
+    report = "\n".join([
+        f"Model: {source} ({'tiny' if args.quick else 'full-size'}), default request "
+        f"`{{\"text\": \"{TITLE}\"}}` (greedy, repetition penalty 2.0, 90 tokens in all), "
+        f"{cpus} CPUs, {platform.machine()}, read bandwidth {bandwidth:.1f} GB/s ({how}).",
+        f"Warm figures are medians of {reps}; \"× bound\" is ms/token over the time to read "
+        "the weight file once at that bandwidth. Finish reasons: "
+        + "; ".join(f"{name.strip('*')}: {', '.join(r['finish_reasons'])}"
+                    for name, r, _ in rows)
+        + ". \"load\" is the 1-minute load average as each finished: above "
+        f"{cpus} other work shared the CPUs and slowed that row.",
+        "",
+        table(rows, bandwidth),
+        "",
+        "Targets for the default engine (ctranslate2 int8 through the app):",
+        *verdicts(default, base),
+    ])
+    print(report)
+    out = ROOT / "artifacts" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(report + "\n")
+    print(f"\n(written to {out.relative_to(ROOT)})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""A Lambda task root laid out like the image, and API Gateway REST (v1 proxy) events for it.
+
+`invoke(task_root, events, env, tmp_path)` runs Zappa's real `lambda_handler` in a fresh
+process (one warm container: the events go through it in order) and returns its responses.
+"""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+API_ID = "abc123defg"
+REGION = "ap-northeast-2"
+HOST = f"{API_ID}.execute-api.{REGION}.amazonaws.com"
+
+# What the Lambda runtime does with the image's CMD: import the handler, call it per event.
+RUNTIME = textwrap.dedent("""\
+    import importlib, json, sys, types, uuid
+    module, _, function = sys.argv[3].rpartition(".")
+    lambda_handler = getattr(importlib.import_module(module), function)
+
+    def context():
+        return types.SimpleNamespace(
+            aws_request_id=str(uuid.uuid4()), function_name="kogpt2-dev",
+            memory_limit_in_mb=1769, get_remaining_time_in_millis=lambda: 30000,
+        )
+
+    events = json.load(open(sys.argv[1]))
+    responses = [lambda_handler(event, context()) for event in events]
+    json.dump(responses, open(sys.argv[2], "w"))
+""")
+
+
+def save_python_settings(source_dir: Path, stage: str, task_root: Path) -> Path:
+    """`zappa save-python-settings-file STAGE`, as scripts/deploy.sh runs it before the build."""
+    zappa = Path(sys.executable).with_name("zappa")
+    output = task_root / "zappa_settings.py"
+    subprocess.run(
+        [str(zappa), "save-python-settings-file", stage, "-o", str(output)],
+        cwd=source_dir, check=True, capture_output=True, text=True,
+        env={**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1"},
+    )
+    return output
+
+
+def invoke(task_root: Path, events: list[dict], env: dict[str, str], tmp_path: Path, *,
+           python: str = sys.executable, handler: str = "zappa.handler.lambda_handler"):
+    """The handler's response to each event, in one process: one warm container."""
+    events_file, responses_file = tmp_path / "events.json", tmp_path / "responses.json"
+    events_file.write_text(json.dumps(events))
+    process = subprocess.run(
+        [python, "-c", RUNTIME, str(events_file), str(responses_file), handler],
+        cwd=task_root, env={**env, "PYTHONPATH": str(task_root)},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert process.returncode == 0, process.stdout + process.stderr
+    return json.loads(responses_file.read_text())
+
+
+def api_event(method: str, path: str, *, body=None, headers=None, base64_body=False,
+              stage: str = "dev") -> dict:
+    """An API Gateway REST API proxy-integration event, as AWS sends it to the function."""
+    headers = {
+        "Host": HOST,
+        "User-Agent": "curl/8.5.0",
+        "X-Forwarded-For": "203.0.113.7",
+        "X-Forwarded-Port": "443",
+        "X-Forwarded-Proto": "https",
+        **(headers or {}),
+    }
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body, ensure_ascii=False)
+    if body is not None and base64_body:
+        body = base64.b64encode(body.encode()).decode()
+    resource = "/" if path == "/" else "/{proxy+}"
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {name: [value] for name, value in headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None if path == "/" else {"proxy": path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": resource,
+            "httpMethod": method,
+            "path": f"/{stage}{path}",
+            "stage": stage,
+            "accountId": "123456789012",
+            "apiId": API_ID,
+            "domainName": HOST,
+            "protocol": "HTTP/1.1",
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+            "requestTimeEpoch": 1764100000000,
+            "identity": {"sourceIp": "203.0.113.7", "userAgent": "curl/8.5.0"},
+        },
+        "body": body,
+        "isBase64Encoded": base64_body,
+    }
+
+
+def scheduled_event(rule_name: str) -> dict:
+    """The EventBridge event of a Zappa `events` schedule; the rule name ends in the function."""
+    return {
+        "version": "0",
+        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-11-25T12:00:00Z",
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:123456789012:rule/{rule_name}"],
+        "detail": {},
+    }
+
+
+def headers_of(response: dict) -> dict[str, str]:
+    """Response headers, lower-cased, whichever of the two shapes Zappa used."""
+    headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
+    for name, values in (response.get("multiValueHeaders") or {}).items():
+        headers[name.lower()] = ", ".join(values)
+    return headers

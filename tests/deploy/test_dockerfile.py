@@ -1,0 +1,197 @@
+"""The Lambda image, without Docker: hadolint, and the runtime stage rebuilt in a fresh venv.
+
+The runtime stage is read from the Dockerfile itself: the requirements its stages install, the
+files it copies, its ENV and its CMD. They are laid out under a temporary root (paths like
+/opt/kogpt2/model and ${LAMBDA_TASK_ROOT} moved under it) and the CMD handler is invoked there
+on the tiny stand-in converted by scripts/convert.py, in a venv that has only what the image
+installs: no torch, no transformers.
+"""
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dockerfile_parse import DockerfileParser
+from lambda_task import ROOT, api_event, invoke, save_python_settings, scheduled_event
+
+DOCKERFILE = ROOT / "Dockerfile"
+LAMBDA_TASK_ROOT = "/var/task"  # the base image's ENV
+# The page's files come with issue 4; until it is merged this checkout has none.
+PAGE_SOURCES = {"templates/", "static/"}
+TITLE = "근육이 커지기 위해서는"
+
+
+def stages(build_args=None):
+    """{stage name: (parent, [(instruction, value)])}, with the file's ARG defaults applied."""
+    parser = DockerfileParser(str(DOCKERFILE))
+    args = {}
+    result, current = {}, None
+    for item in parser.structure:
+        instruction, value = item["instruction"], item["value"]
+        if instruction == "ARG" and current is None:
+            name, _, default = value.partition("=")
+            args[name] = (build_args or {}).get(name, default)
+        elif instruction == "FROM":
+            for name, arg in args.items():
+                value = value.replace("${" + name + "}", arg)
+            parent, _, name = value.partition(" AS ")
+            current = result[name.strip()] = (parent.strip(), [])
+        elif current is not None and instruction != "COMMENT":
+            current[1].append((instruction, value))
+    return result
+
+
+def chain(all_stages, name):
+    """The instructions that make stage `name`, its parent stages' first."""
+    parent, instructions = all_stages[name]
+    return (chain(all_stages, parent) if parent in all_stages else []) + instructions
+
+
+@pytest.fixture(scope="session")
+def runtime_instructions():
+    return chain(stages(), "runtime")
+
+
+def test_hadolint_passes():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    process = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
+    assert process.returncode == 0, process.stdout + process.stderr
+
+
+def test_the_runtime_stage_is_the_slim_one_by_default():
+    all_stages = stages()
+    assert all_stages["runtime"][0] == "deps-ctranslate2"
+    assert all_stages["deps-ctranslate2"][0].startswith("public.ecr.aws/lambda/python:3.1")
+    assert stages({"ENGINE": "transformers"})["runtime"][0] == "deps-transformers"
+
+
+def test_the_image_keeps_caches_in_tmp_and_runs_zappa(runtime_instructions):
+    env = image_env(runtime_instructions)
+    assert env["HF_HUB_OFFLINE"] == "1"
+    for name in ("HF_HOME", "XDG_CACHE_HOME"):
+        assert env[name].startswith("/tmp/")
+    cmd = [json.loads(value) for kind, value in runtime_instructions if kind == "CMD"][-1]
+    assert cmd == ["zappa.handler.lambda_handler"]
+
+
+def image_env(instructions, moved=lambda value: value):
+    env = {}
+    for kind, value in instructions:
+        if kind == "ENV":
+            for pair in shlex.split(value):
+                name, _, setting = pair.partition("=")
+                env[name] = moved(setting)
+    return env
+
+
+def requirement_files(instructions):
+    """The context files that `pip install -r` reads, found through the COPYs that put them."""
+    copied = {}
+    for kind, value in instructions:
+        if kind == "COPY" and not value.startswith("--from"):
+            *sources, destination = value.split()
+            for source in sources:
+                copied[destination.rstrip("/") + "/" + Path(source).name] = ROOT / source
+    files = []
+    for kind, value in instructions:
+        if kind == "RUN" and "pip install" in value:
+            words = value.split()
+            files += [copied[words[i + 1]] for i, word in enumerate(words) if word == "-r"]
+    return files
+
+
+@pytest.fixture(scope="session")
+def image_venv(runtime_instructions, tmp_path_factory):
+    """A venv with exactly what the runtime stage's pip installs put in the image."""
+    venv = tmp_path_factory.mktemp("image-venv")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    for requirements in requirement_files(runtime_instructions):
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "-r", str(requirements)],
+            check=True, timeout=900,
+        )
+    return python
+
+
+def test_the_slim_image_installs_neither_torch_nor_transformers(image_venv, runtime_instructions):
+    assert [path.name for path in requirement_files(runtime_instructions)] == [
+        "requirements-lambda.txt"
+    ]
+    for module in ("torch", "transformers"):
+        process = subprocess.run([str(image_venv), "-c", f"import {module}"], capture_output=True)
+        assert process.returncode != 0, f"{module} is importable in the slim image"
+
+
+def test_the_image_serves_from_its_layout(image_venv, runtime_instructions, tiny_ct2_dir,
+                                          tmp_path):
+    image_root = tmp_path / "image"
+
+    def moved(path: str) -> str:
+        path = path.replace("${LAMBDA_TASK_ROOT}", LAMBDA_TASK_ROOT)
+        return str(image_root) + path if path.startswith(("/opt/", "/var/")) else path
+
+    task_root = Path(moved(LAMBDA_TASK_ROOT))
+    task_root.mkdir(parents=True)
+    for kind, value in runtime_instructions:
+        if kind != "COPY" or "/build/" in value:  # /build: the requirements, installed above
+            continue
+        *sources, destination = value.split()
+        if sources[0] == "--from=model":  # the converted model: here, the tiny stand-in
+            shutil.copytree(tiny_ct2_dir, moved(destination))
+            continue
+        for source in sources:
+            target = Path(moved(destination))
+            if source == "zappa_settings.py":  # scripts/deploy.sh writes it before the build
+                save_python_settings(ROOT, "dev", task_root)
+            elif (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            elif (ROOT / source).is_file():
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / source, target / source)
+            else:
+                assert source in PAGE_SOURCES, f"COPY {source}: not in the repository"
+
+    settings = json.loads((ROOT / "zappa_settings.json").read_text())["dev"]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        **image_env(runtime_instructions, moved),
+        **{name: moved(value) for name, value in settings["aws_environment_variables"].items()},
+    }
+    assert env["KOGPT2_MODEL"] == str(image_root / "opt/kogpt2/model")
+    cmd = [json.loads(value) for kind, value in runtime_instructions if kind == "CMD"][-1]
+    headers = {"Content-Type": "application/json"}
+    warm_up, generated, info = invoke(task_root, [
+        scheduled_event("kogpt2-dev-app.warm_up"),
+        api_event("POST", "/generate", body={"text": TITLE, "max_new_tokens": 8}, headers=headers),
+        api_event("GET", "/info"),
+    ], env, tmp_path, python=str(image_venv), handler=cmd[0])
+
+    assert warm_up["loaded"] is True and warm_up["engine"] == "ctranslate2"
+    assert generated["statusCode"] == 200, generated["body"]
+    result = json.loads(generated["body"])
+    assert result["generated_text"].startswith(TITLE)
+    assert result["details"]["engine"] == "ctranslate2"
+    assert json.loads(info["body"])["compute_type"].startswith("int8")  # int8 weights
+
+
+def test_dockerignore_sends_what_the_copies_need_and_nothing_else():
+    # An allowlist: everything is ignored, then what the image uses is let back in.
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    rules = [line for line in lines if line and not line.startswith("#")]
+    assert rules[0] == "*"
+    allowed = [rule[1:].rstrip("/") for rule in rules if rule.startswith("!")]
+    sources = set()
+    for stage in stages().values():
+        for kind, value in stage[1]:
+            if kind == "COPY" and not value.startswith("--from"):
+                sources.update(source.rstrip("/") for source in value.split()[:-1])
+    assert sources <= set(allowed), sources - set(allowed)
+    for kept_out in (".venv", "models", "tests", ".git", "artifacts"):
+        assert not any(kept_out == rule or kept_out.startswith(rule + "/") for rule in allowed)

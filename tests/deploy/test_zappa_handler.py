@@ -1,0 +1,190 @@
+"""Zappa's real handler on real API Gateway REST (v1 proxy) events, against the app.
+
+The task root holds what the image's runtime stage copies and the `zappa_settings.py` that
+`zappa save-python-settings-file dev` writes from this repository's settings; the function's
+environment is the dev stage's `aws_environment_variables`, pointed at the tiny stand-in.
+"""
+
+import json
+import re
+import shutil
+
+import pytest
+from lambda_task import (
+    ROOT,
+    api_event,
+    headers_of,
+    invoke,
+    save_python_settings,
+    scheduled_event,
+)
+
+SETTINGS = json.loads((ROOT / "zappa_settings.json").read_text())
+ORIGIN = "https://example.org"
+TITLE = "근육이 커지기 위해서는"
+needs_page = pytest.mark.skipif(
+    not (ROOT / "templates").is_dir(),
+    reason="the page (templates/, static/) comes with issue 4, not merged on this branch",
+)
+
+
+@pytest.fixture(scope="module")
+def task_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("var-task")
+    shutil.copy2(ROOT / "app.py", root)
+    for folder in ("kogpt2", "templates", "static"):
+        if (ROOT / folder).is_dir():
+            shutil.copytree(ROOT / folder, root / folder,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+    save_python_settings(ROOT, "dev", root)
+    return root
+
+
+@pytest.fixture
+def lambda_env(tiny_model_dir):
+    """The dev function's environment, as Lambda sets it, with the tiny stand-in as the model."""
+    env = dict(SETTINGS["dev"]["aws_environment_variables"])
+    env.update(KOGPT2_MODEL=str(tiny_model_dir), KOGPT2_THREADS="1")
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/tmp",
+        "HF_HUB_OFFLINE": "1",
+        "INSTANTIATE_LAMBDA_HANDLER_ON_IMPORT": "1",
+        "AWS_DEFAULT_REGION": SETTINGS["dev"]["aws_region"],
+        **env,
+    }
+
+
+@pytest.fixture
+def run(task_root, lambda_env, tmp_path):
+    def events(*events, **env):
+        responses = invoke(task_root, list(events), {**lambda_env, **env}, tmp_path)
+        for response in responses:
+            assert "Traceback" not in json.dumps(response)
+        return responses
+
+    return events
+
+
+def json_of(response):
+    assert not response.get("isBase64Encoded")
+    return json.loads(response["body"])
+
+
+def test_the_settings_file_is_what_the_image_needs(task_root):
+    text = (task_root / "zappa_settings.py").read_text()
+    assert "APP_MODULE='app'" in text and "APP_FUNCTION='app'" in text
+    assert "DEBUG=False" in text  # Zappa's default would put tracebacks in 500s
+    assert "LOG_LEVEL='INFO'" in text  # DEBUG would log every event, prompts included
+    # Zappa 0.63 decodes isBase64Encoded bodies only with binary support on; with it, the API
+    # passes every body base64-encoded and Zappa answers text types (JSON, HTML, CSS) as text.
+    assert "BINARY_SUPPORT=True" in text
+    assert "API_STAGE='dev'" in text
+
+
+def test_generate_with_a_json_body_and_with_a_base64_body(run):
+    body = {"text": TITLE, "max_new_tokens": 5}
+    headers = {"Content-Type": "application/json", "Origin": ORIGIN}
+    plain, encoded = run(
+        api_event("POST", "/generate", body=body, headers=headers),
+        api_event("POST", "/generate", body=body, headers=headers, base64_body=True),
+    )
+    for response in (plain, encoded):
+        assert response["statusCode"] == 200
+        assert headers_of(response)["access-control-allow-origin"] == "*"
+        assert json_of(response)["generated_text"].startswith(TITLE)
+        assert json_of(response)["details"]["generated_tokens"] >= 1
+    assert json_of(plain)["generated_text"] == json_of(encoded)["generated_text"]  # greedy
+
+
+def test_the_original_handler_shape_still_works(run):
+    (response,) = run(api_event(
+        "POST", "/generate", body={"context": {"main_title": TITLE}},
+        headers={"Content-Type": "application/json"},
+    ))
+    assert response["statusCode"] == 200
+    assert json_of(response)["answer"]["gen_text"][0].startswith(TITLE)
+
+
+def test_preflight_gets_cors_headers_from_the_app(run):
+    (response,) = run(api_event("OPTIONS", "/generate", headers={
+        "Origin": ORIGIN,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }))
+    assert response["statusCode"] == 200
+    headers = headers_of(response)
+    assert headers["access-control-allow-origin"] == "*"
+    assert "POST" in headers["access-control-allow-methods"]
+    assert "content-type" in headers["access-control-allow-headers"].lower()
+
+
+def test_bad_requests_get_json_errors_with_cors_headers(run):
+    headers = {"Content-Type": "application/json", "Origin": ORIGIN}
+    not_json, invalid, wrong_type, unknown = run(
+        api_event("POST", "/generate", body="{not json", headers=headers),
+        api_event("POST", "/generate", body={"text": "   "}, headers=headers),
+        api_event("POST", "/generate", body="text=x", headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Origin": ORIGIN}),
+        api_event("GET", "/nope", headers={"Origin": ORIGIN}),
+    )
+    expected = [(not_json, 400, "invalid_json"), (invalid, 422, "validation_error"),
+                (wrong_type, 415, "unsupported_media_type"), (unknown, 404, "not_found")]
+    for response, status, error_type in expected:
+        assert response["statusCode"] == status
+        assert json_of(response)["error_type"] == error_type
+        assert headers_of(response)["content-type"] == "application/json"
+    for response in (not_json, invalid, wrong_type):  # the API's routes carry CORS headers
+        assert headers_of(response)["access-control-allow-origin"] == "*"
+
+
+def test_a_missing_model_is_a_clear_503_not_a_traceback(run, tmp_path):
+    headers = {"Content-Type": "application/json", "Origin": ORIGIN}
+    (response,) = run(
+        api_event("POST", "/generate", body={"text": TITLE}, headers=headers),
+        KOGPT2_MODEL=str(tmp_path / "no-such-model"),
+    )
+    assert response["statusCode"] == 503
+    assert json_of(response)["error_type"] == "model_unavailable"
+    assert "does not exist" in json_of(response)["error"]
+    assert headers_of(response)["access-control-allow-origin"] == "*"
+
+
+def test_an_event_zappa_cannot_read_is_a_500_without_a_traceback(run):
+    # Fails inside Zappa, before the app: only `debug: false` keeps the traceback out.
+    headers = {"Content-Type": "application/json"}
+    broken = api_event("POST", "/generate", body="abc", headers=headers)
+    broken["isBase64Encoded"] = True  # and "abc" is not base64
+    (response,) = run(broken)
+    assert response["statusCode"] == 500
+    assert "uncaught exception" in response["body"]
+    assert "traceback" not in response["body"].lower()
+
+
+def test_the_scheduled_warm_up_loads_the_model_of_the_serving_app(run):
+    (schedule,) = SETTINGS["dev"]["events"]
+    assert schedule["function"] == "app.warm_up"
+    # Zappa names the rule "<function name>-<function>"; its handler reads the function back.
+    before, warm_up, after = run(
+        api_event("GET", "/health"),
+        scheduled_event(f"kogpt2-dev-{schedule['function']}"),
+        api_event("GET", "/health"),
+    )
+    assert json_of(before) == {"status": "ok", "model_loaded": False}
+    assert warm_up["loaded"] is True
+    assert warm_up["engine"] == "transformers"
+    assert json_of(after) == {"status": "ok", "model_loaded": True}
+
+
+@needs_page
+def test_the_page_and_its_assets_live_under_the_stage_prefix(run):
+    (page,) = run(api_event("GET", "/", headers={"Accept": "text/html"}))
+    assert page["statusCode"] == 200
+    assert headers_of(page)["content-type"].startswith("text/html")
+    urls = re.findall(r'(?:src|href|action)="([^"]+)"', page["body"])
+    rooted = [url for url in urls if url.startswith("/")]
+    assert rooted and all(url.startswith("/dev/") for url in rooted), rooted
+    assets = [url for url in rooted if url.startswith("/dev/static/")]
+    assert assets
+    responses = run(*[api_event("GET", url.removeprefix("/dev").split("?")[0]) for url in assets])
+    assert [response["statusCode"] for response in responses] == [200] * len(assets)

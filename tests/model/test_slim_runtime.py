@@ -1,0 +1,90 @@
+"""The ctranslate2 engine serves without torch or transformers, from requirements-slim.txt alone."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from packaging.requirements import Requirement  # comes with pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Run in a fresh interpreter: torch and transformers can't be imported, as in the slim image.
+SERVE_WITHOUT_TORCH = r"""
+import json, sys
+before = set(sys.modules)
+
+class BlockTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("torch", "transformers"):
+            raise ImportError(f"{name} is not in the slim runtime")
+
+sys.meta_path.insert(0, BlockTorch())
+from app import create_app
+
+client = create_app({"MODEL": sys.argv[1], "THREADS": 1}).test_client()
+body = {"text": "근육이 커지기 위해서는", "do_sample": True, "seed": 3, "num_return_sequences": 2}
+generate = client.post("/generate", json=body)
+greedy = client.post("/generate", json={"text": "근육이 커지기 위해서는"})
+print(json.dumps({
+    "statuses": [generate.status_code, greedy.status_code],
+    "sampled": generate.json, "greedy": greedy.json,
+    "info": client.get("/info").json,
+    "imported": sorted({name.partition(".")[0] for name in set(sys.modules) - before}),
+}))
+"""
+
+
+def requirement_names(path: Path) -> set[str]:
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return {canonical(re.split(r"[=<>!~\[; ]", line)[0]) for line in lines if line}
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def with_dependencies(names: set[str]) -> set[str]:
+    """The distributions pip installs for `names`: them and what they require here."""
+    seen, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in metadata.requires(name) or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(canonical(requirement.name))
+    return seen
+
+
+def test_slim_runtime_serves_a_converted_model_without_torch(tiny_ct2_dir):
+    env = {**os.environ, "KOGPT2_MODEL": str(tiny_ct2_dir)}
+    env.pop("KOGPT2_ENGINE", None)
+    process = subprocess.run(
+        [sys.executable, "-c", SERVE_WITHOUT_TORCH, str(tiny_ct2_dir)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert process.returncode == 0, process.stderr  # a crash at exit counts too
+    report = json.loads(process.stdout.splitlines()[-1])
+    assert report["statuses"] == [200, 200], report
+    assert len(report["sampled"]["generations"]) == 2
+    assert report["greedy"]["details"]["engine"] == "ctranslate2"
+    assert (report["info"]["engine"], report["info"]["compute_type"]) == (
+        "ctranslate2", "int8_float32"
+    )
+    assert not {"torch", "transformers"} & set(report["imported"])
+
+    # Every third-party package that serving imported comes with requirements-slim.txt.
+    installed = with_dependencies(requirement_names(ROOT / "requirements-slim.txt"))
+    owners = metadata.packages_distributions()
+    imported = {
+        canonical(dist) for module in report["imported"] for dist in owners.get(module, [])
+    }
+    assert imported, "no third-party package seen: the audit itself is broken"
+    assert imported <= installed, f"missing from requirements-slim.txt: {imported - installed}"
+    assert {"torch", "transformers"}.isdisjoint(installed)
