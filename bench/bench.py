@@ -5,9 +5,10 @@
     .venv/bin/python bench/bench.py --quick    # tiny stand-in: checks the bench itself
 
 One run measures, for each contender in a fresh process: process start -> first answer, the
-warm default request (median of --reps), ms per new token, tokens/s at batch 1 and with 4
-concurrent requests, and peak RSS. It measures the memory bandwidth too, and prints a markdown
-table with ratios to the baseline and to the bandwidth bound (the weights read once per token).
+warm default request (median of --reps, taking turns between contenders), ms per new token,
+tokens/s at batch 1 and with 4 concurrent requests, and peak RSS. It measures the memory
+bandwidth too, and prints a markdown table with ratios to the baseline and to the bandwidth
+bound (the weights read once per token).
 The table is also written to artifacts/. The baseline is the original handler as it ran:
 transformers fp32 in a plain process, no HTTP. The others run `gunicorn app:app` on 127.0.0.1.
 """
@@ -38,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
-model_dir, reps, concurrent = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+model_dir, concurrent = sys.argv[1], int(sys.argv[2])
 tokenizer = PreTrainedTokenizerFast.from_pretrained(
     model_dir, bos_token="</s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
     mask_token="<mask>")
@@ -65,19 +66,27 @@ def peak_rss_mb():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
 
+def answer(value):
+    print(json.dumps(value), flush=True)
+
 TITLE = "근육이 커지기 위해서는"
-timed()
-print("FIRST_ANSWER", flush=True)
-warm = [timed() for _ in range(reps)]
-started = time.monotonic()
-with ThreadPoolExecutor(concurrent) as pool:
-    together = list(pool.map(lambda _: timed(), range(concurrent)))
-wall = time.monotonic() - started
 full = 90 - len(tokenizer.encode(TITLE))  # fewer new tokens than this: it met </s>
-reasons = sorted({"length" if n == full else "eos" for _, n in warm + together})
-print(json.dumps({"warm": warm, "concurrent_tokens": sum(n for _, n in together),
-                  "concurrent_wall": wall, "compute_type": "float32", "reasons": reasons,
-                  "rss_mb": peak_rss_mb()}), flush=True)
+timed()
+answer("first answer")
+for command in sys.stdin:  # the bench asks; this process answers one line each
+    if command.strip() == "warm":
+        seconds, new_tokens = timed()
+        answer({"seconds": seconds, "tokens": new_tokens,
+                "reason": "length" if new_tokens == full else "eos"})
+    elif command.strip() == "concurrent":
+        started = time.monotonic()
+        with ThreadPoolExecutor(concurrent) as pool:
+            together = list(pool.map(lambda _: timed(), range(concurrent)))
+        answer({"wall": time.monotonic() - started, "tokens": sum(n for _, n in together),
+                "reasons": sorted({"length" if n == full else "eos" for _, n in together})})
+    else:
+        answer({"rss_mb": peak_rss_mb(), "compute_type": "float32"})
+        break
 """
 
 
@@ -120,25 +129,39 @@ def _seconds(function) -> float:
     return time.perf_counter() - started
 
 
-def run_baseline(model_dir: Path, reps: int) -> dict:
-    started = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, "-c", ORIGINAL_HANDLER, str(model_dir), str(reps), str(CONCURRENT)],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
-    )
-    first_answer = None
-    report = None
-    for line in process.stdout:
-        if line.startswith("FIRST_ANSWER"):
-            first_answer = time.monotonic() - started
-        elif line.startswith("{"):
-            report = json.loads(line)
-    process.wait()
-    if process.returncode or report is None:
-        raise SystemExit(f"the original handler failed with {process.returncode}")
-    return summarise(first_answer, report["warm"], report["concurrent_tokens"],
-                     report["concurrent_wall"], report["rss_mb"], report["compute_type"],
-                     report["reasons"])
+class OriginalHandler:
+    """The original handler in its own process, answering the bench's commands one by one."""
+
+    def __init__(self, model_dir: Path):
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", ORIGINAL_HANDLER, str(model_dir), str(CONCURRENT)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        )
+        self.ask(None)
+        self.cold_s = time.monotonic() - started
+
+    def ask(self, command: str | None):
+        if command:
+            self.process.stdin.write(command + "\n")
+            self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"the original handler failed with {self.process.wait()}")
+        return json.loads(line)
+
+    def request(self) -> tuple[float, int, str]:
+        answer = self.ask("warm")
+        return answer["seconds"], answer["tokens"], answer["reason"]
+
+    def concurrent(self) -> tuple[float, int, list[str]]:
+        answer = self.ask("concurrent")
+        return answer["wall"], answer["tokens"], answer["reasons"]
+
+    def stop(self) -> tuple[float, str]:
+        answer = self.ask("stop")
+        self.process.wait(timeout=30)
+        return answer["rss_mb"], answer["compute_type"]
 
 
 def post(base: str, body: dict) -> tuple[float, dict]:
@@ -158,59 +181,70 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_app(model_dir: Path, engine: str, reps: int) -> dict:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "KOGPT2_MODEL": str(model_dir), "KOGPT2_ENGINE": engine}
-    command = [sys.executable, "-m", "gunicorn", "app:app", "--bind", f"127.0.0.1:{port}",
-               "--access-logfile", "/dev/null", "--log-level", "warning"]
-    started = time.monotonic()
-    process = subprocess.Popen(command, cwd=ROOT, env=env)
-    try:
-        while True:  # up as soon as /health answers; the model loads on the first request
-            if process.poll() is not None:
-                raise SystemExit(f"gunicorn exited with {process.returncode}")
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.02)
-        post(base, {"text": TITLE})
-        first_answer = time.monotonic() - started
-        warm, reasons = [], set()
-        for _ in range(reps):
-            seconds, answer = post(base, {"text": TITLE})
-            warm.append((seconds, answer["details"]["generated_tokens"]))
-            reasons.add(answer["details"]["finish_reason"])
-        began = time.monotonic()
+class App:
+    """`gunicorn app:app` on 127.0.0.1 serving `model_dir` with `engine`."""
+
+    def __init__(self, model_dir: Path, engine: str):
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "KOGPT2_MODEL": str(model_dir), "KOGPT2_ENGINE": engine}
+        command = [sys.executable, "-m", "gunicorn", "app:app", "--bind", f"127.0.0.1:{port}",
+                   "--access-logfile", "/dev/null", "--log-level", "warning"]
+        started = time.monotonic()
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env)
+        try:
+            while True:  # up once /health answers; the model loads on the first request
+                if self.process.poll() is not None:
+                    raise SystemExit(f"gunicorn exited with {self.process.returncode}")
+                try:
+                    with urllib.request.urlopen(f"{self.base}/health", timeout=1):
+                        break
+                except OSError:
+                    time.sleep(0.02)
+            post(self.base, {"text": TITLE})
+        except BaseException:
+            self.process.terminate()
+            raise
+        self.cold_s = time.monotonic() - started
+
+    def request(self) -> tuple[float, int, str]:
+        seconds, answer = post(self.base, {"text": TITLE})
+        details = answer["details"]
+        return seconds, details["generated_tokens"], details["finish_reason"]
+
+    def concurrent(self) -> tuple[float, int, list[str]]:
+        started = time.monotonic()
         with ThreadPoolExecutor(CONCURRENT) as pool:
-            together = list(pool.map(lambda _: post(base, {"text": TITLE}), range(CONCURRENT)))
-        wall = time.monotonic() - began
-        reasons |= {answer["details"]["finish_reason"] for _, answer in together}
-        with urllib.request.urlopen(f"{base}/info", timeout=5) as response:
+            together = list(pool.map(lambda _: post(self.base, {"text": TITLE}),
+                                     range(CONCURRENT)))
+        wall = time.monotonic() - started
+        details = [answer["details"] for _, answer in together]
+        return (wall, sum(d["generated_tokens"] for d in details),
+                sorted({d["finish_reason"] for d in details}))
+
+    def stop(self) -> tuple[float, str]:
+        with urllib.request.urlopen(f"{self.base}/info", timeout=5) as response:
             compute_type = json.loads(response.read())["compute_type"]
-        rss = max(peak_rss_mb(pid) for pid in children(process.pid))  # the worker
-        tokens = sum(answer["details"]["generated_tokens"] for _, answer in together)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    return summarise(first_answer, warm, tokens, wall, rss, compute_type, sorted(reasons))
+        rss = max(peak_rss_mb(pid) for pid in children(self.process.pid))  # the worker
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        return rss, compute_type
 
 
-def summarise(first_answer, warm, concurrent_tokens, concurrent_wall, rss, compute_type,
-              reasons) -> dict:
-    seconds = statistics.median(s for s, _ in warm)
-    tokens = statistics.median(n for _, n in warm)
+def summarise(cold_s, warm, concurrent, rss_mb, compute_type) -> dict:
+    seconds = statistics.median(s for s, _, _ in warm)
+    tokens = statistics.median(n for _, n, _ in warm)
+    wall, concurrent_tokens, reasons = concurrent
     return {
-        "cold_s": first_answer,
+        "cold_s": cold_s,
         "warm_ms": seconds * 1000,
         "new_tokens": tokens,
         "ms_per_token": seconds * 1000 / tokens,
         "tokens_per_s": tokens / seconds,
-        "concurrent_tokens_per_s": concurrent_tokens / concurrent_wall,
-        "rss_mb": rss,
+        "concurrent_tokens_per_s": concurrent_tokens / wall,
+        "rss_mb": rss_mb,
         "compute_type": compute_type,
-        "finish_reasons": reasons,
+        "finish_reasons": sorted({r for _, _, r in warm} | set(reasons)),
     }
 
 
@@ -290,20 +324,37 @@ def main(argv=None) -> int:
     bandwidth, how = measure_bandwidth_gbs()
     print(f"read bandwidth: {bandwidth:.1f} GB/s ({how})", file=sys.stderr)
     contenders = [
-        ("original handler (transformers fp32, no HTTP)", lambda: run_baseline(source, reps),
+        ("original handler (transformers fp32, no HTTP)", lambda: OriginalHandler(source),
          source),
-        ("app, transformers (reference)", lambda: run_app(source, "transformers", reps), source),
-        ("app, ctranslate2 float32", lambda: run_app(converted["float32"], "auto", reps),
+        ("app, transformers (reference)", lambda: App(source, "transformers"), source),
+        ("app, ctranslate2 float32", lambda: App(converted["float32"], "auto"),
          converted["float32"]),
-        ("**app, ctranslate2 int8 (default)**", lambda: run_app(converted["int8"], "auto", reps),
+        ("**app, ctranslate2 int8 (default)**", lambda: App(converted["int8"], "auto"),
          converted["int8"]),
     ]
-    rows = []
-    for name, measure, model_dir in contenders:
-        print(f"measuring {name} ...", file=sys.stderr)
-        result = measure()
-        result["load"] = os.getloadavg()[0]  # others' work on the CPUs slows every figure
-        rows.append((name, result, model_dir))
+    # Each starts alone (the others idle); warm requests then take turns, so that other work
+    # on the machine slows every contender alike rather than whichever ran at the time.
+    running = []
+    try:
+        for name, start, _ in contenders:
+            print(f"starting {name} ...", file=sys.stderr)
+            running.append(start())
+        warm = [[] for _ in running]
+        for rep in range(reps):
+            print(f"warm round {rep + 1} of {reps} ...", file=sys.stderr)
+            for times, contender in zip(warm, running, strict=True):
+                times.append(contender.request())
+        rows = []
+        for (name, _, model_dir), contender, times in zip(contenders, running, warm, strict=True):
+            print(f"{CONCURRENT} concurrent requests to {name} ...", file=sys.stderr)
+            concurrent = contender.concurrent()
+            load = os.getloadavg()[0]  # others' work on the CPUs slows every figure
+            result = summarise(contender.cold_s, times, concurrent, *contender.stop())
+            rows.append((name, dict(result, load=load), model_dir))
+    finally:
+        for contender in running:
+            if contender.process.poll() is None:
+                contender.process.kill()
     default, base = rows[-1][1], rows[0][1]
 
     cpus = len(os.sched_getaffinity(0))
@@ -315,12 +366,14 @@ def main(argv=None) -> int:
         "the weight file once at that bandwidth. Finish reasons: "
         + "; ".join(f"{name.strip('*')}: {', '.join(r['finish_reasons'])}"
                     for name, r, _ in rows)
-        + ". \"load\" is the 1-minute load average as each finished: above "
-        f"{cpus} other work shared the CPUs and slowed that row.",
+        + ". \"load\" is the 1-minute load average after each one's concurrent requests: "
+        f"above {cpus}, other work shared the CPUs. Warm requests take turns between the "
+        "contenders, so such work slows them alike.",
         "",
         table(rows, bandwidth),
         "",
-        "Targets for the default engine (ctranslate2 int8 through the app):",
+        "Targets for the default engine (ctranslate2 int8 through the app)"
+        + (" — the tiny model says nothing about them:" if args.quick else ":"),
         *verdicts(default, base),
     ])
     print(report)

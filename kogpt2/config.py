@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     engine: Literal["auto", "transformers", "ctranslate2"] = Field(
         "auto", description="auto: ctranslate2 for a converted directory, else transformers."
     )
-    compute_type: Literal["default", "int8", "int8_float32", "int16", "float32"] = Field(
+    compute_type: Literal["default", "int8", "int8_float32", "float32"] = Field(
         "default", description="ctranslate2's compute type; default: as converted."
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
