@@ -187,7 +187,10 @@ class App:
     def __init__(self, model_dir: Path, engine: str):
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "KOGPT2_MODEL": str(model_dir), "KOGPT2_ENGINE": engine}
+        env = {**os.environ, "KOGPT2_MODEL": str(model_dir), "KOGPT2_ENGINE": engine,
+               # The concurrent round queues 3 requests behind one generation; the default
+               # 5 s queue timeout would refuse the last of them on the slower engines.
+               "KOGPT2_QUEUE_TIMEOUT_S": "20"}
         command = [sys.executable, "-m", "gunicorn", "app:app", "--bind", f"127.0.0.1:{port}",
                    "--access-logfile", "/dev/null", "--log-level", "warning"]
         started = time.monotonic()
