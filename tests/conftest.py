@@ -56,11 +56,9 @@ def client(app):
 @pytest.fixture
 def unused_port():
     """A loopback port nothing listens on."""
-    import socket
+    from live_server import free_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_port()
 
 
 @pytest.fixture(scope="session")
