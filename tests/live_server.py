@@ -1,6 +1,7 @@
 """Run the app under gunicorn on 127.0.0.1 for tests that need a real server."""
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -10,6 +11,19 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def post_json(url: str, body: dict, timeout: float = 60) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.status, json.load(response)
+
+
+def get_json(url: str, timeout: float = 10) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.load(response)
 
 
 def free_port() -> int:
