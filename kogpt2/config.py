@@ -1,23 +1,11 @@
 """The service's settings: defaults, then KOGPT2_* environment variables, then a mapping."""
 
-import os
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .model import available_cpus
-
-# Measured (README, "Serving under load"): the engine runs one generation at a time, so a
-# second slot gave no throughput (1.13 vs 1.10 answers/s) and only moved waiting into the
-# engine, where a request can't be refused and its time budget runs out.
-SERVER_MAX_CONCURRENCY = 1
-
-
-def default_max_concurrency() -> int:
-    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-        return 1  # Lambda sends an instance one request at a time
-    return SERVER_MAX_CONCURRENCY
 
 
 class Settings(BaseSettings):
@@ -42,9 +30,12 @@ class Settings(BaseSettings):
     load_retry_s: float = Field(5.0, ge=0, description="Wait before retrying a failed load.")
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     # Reliability under load: bounded generations, a short queue, then 429 (web/limits.py).
+    # 1 everywhere. Lambda sends an instance one request at a time; under gunicorn, measured
+    # (README, "Serving under load"), the engine runs one generation at a time, so a second
+    # slot gave no throughput (1.13 vs 1.10 answers/s) and only moved waiting into the
+    # engine, where a request can't be refused and its time budget runs out.
     max_concurrency: int = Field(
-        default_factory=default_max_concurrency, ge=1, le=64,
-        description="Generations at once in one process.",
+        1, ge=1, le=64, description="Generations at once in one process."
     )
     queue_size: int = Field(8, ge=0, le=256, description="Requests that may wait for a slot.")
     queue_timeout_s: float = Field(
