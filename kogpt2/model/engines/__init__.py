@@ -1,0 +1,1 @@
+"""One module per inference engine; each imports the seam, never another engine."""

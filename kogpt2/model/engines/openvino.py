@@ -1,0 +1,376 @@
+"""The default CPU engine: KoGPT2 as a stateful OpenVINO model, decoded by a small numpy loop.
+
+The model keeps its attention cache inside OpenVINO (a "stateful" model), so one step sends a
+token id in and gets one row of logits out. Choosing the next token stays here, in numpy, in
+transformers' order, so every knob means what it means on the reference engine; OpenVINO GenAI's
+C++ loop could not check the deadline per token with several sequences, nor take our penalty
+and sampling order as they are.
+
+Serving needs `openvino` and numpy only: no torch, no transformers. `prepare` (the exporter)
+imports torch, transformers, openvino's converter and nncf inside itself.
+"""
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..seam import EngineOutput, ModelLoadError, Watch, finish, short_reason
+from ..vocab import eos_id, load_tokenizer, read_metadata, write_metadata
+
+NAME = "openvino"
+MODEL_XML = "openvino_model.xml"
+MODEL_BIN = "openvino_model.bin"
+WEIGHT_FORMATS = ("int8", "fp32")
+# How the CPU computes, as compile properties. "bf16": the plugin's own defaults where the CPU
+# has bf16 (activations in bf16, the attention cache in u8, activations quantized on the fly
+# for int8 weights). "f32": f32 throughout, the cache too: with fp32 weights it gives
+# transformers' greedy tokens exactly (the cache in u8 alone changed them after ~40 tokens).
+PROPERTIES = {
+    "bf16": {"INFERENCE_PRECISION_HINT": "bf16"},
+    "f32": {
+        "INFERENCE_PRECISION_HINT": "f32",
+        "KV_CACHE_PRECISION": "f32",
+        "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,
+    },
+}
+ALIASES = {"float32": "f32", "bfloat16": "bf16"}
+# The default for int8 weights, chosen from measurement (README, "Engines"); an fp32 export
+# exists to reproduce transformers, so it gets f32.
+DEFAULT_COMPUTE = "bf16"
+INPUTS = {"input_ids", "attention_mask", "beam_idx"}
+CONVERT_HINT = "python scripts/convert.py SRC OUT --engine openvino"
+
+
+def is_own_format(path: Path) -> bool:
+    """A directory written by `prepare`: the OpenVINO model and no transformers weights."""
+    path = Path(path)
+    return (path / MODEL_XML).is_file() and (path / MODEL_BIN).is_file()
+
+
+def load(model_dir: Path, *, threads: int, compute_type: str = "default") -> "OpenVINOEngine":
+    model_dir = Path(model_dir)
+    compute_type = ALIASES.get(compute_type, compute_type)
+    if compute_type != "default" and compute_type not in PROPERTIES:
+        raise ModelLoadError(
+            f"the openvino engine computes in {' or '.join(PROPERTIES)} (or default), "
+            f"not {compute_type!r}"
+        )
+    if not is_own_format(model_dir):
+        raise ModelLoadError(
+            f"{str(model_dir)!r} is not an OpenVINO model directory (no {MODEL_XML} + "
+            f"{MODEL_BIN}): run `{CONVERT_HINT}`"
+        )
+    weight_format = (read_metadata(model_dir) or {}).get("weight_format", "unknown")
+    if compute_type == "default":
+        compute_type = "f32" if weight_format == "fp32" else DEFAULT_COMPUTE
+    eos = eos_id(load_tokenizer(model_dir))
+    import openvino as ov
+
+    try:
+        # Compiled straight from the file: OpenVINO maps the weights instead of holding a
+        # second copy in an ov.Model while it compiles.
+        compiled = ov.Core().compile_model(model_dir / MODEL_XML, "CPU", {
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+            **PROPERTIES[compute_type],
+        })
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
+        raise ModelLoadError(f"could not load {str(model_dir)!r}: {short_reason(exc)}") from exc
+    names = {name for port in compiled.inputs for name in port.get_names()}
+    if names != INPUTS or "logits" not in compiled.output(0).get_names():
+        raise ModelLoadError(
+            f"{str(model_dir)!r} holds an OpenVINO model that this engine didn't export (inputs "
+            f"{sorted(names)}): run `{CONVERT_HINT}`"
+        )
+    # bf16 asked of a CPU without it runs in f32: say what runs.
+    ran = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+    return OpenVINOEngine(compiled, eos, f"{weight_format} weights, {ran} compute")
+
+
+class OpenVINOEngine:
+    name = NAME
+
+    def __init__(self, compiled, eos: int, compute_type: str):
+        self.compute_type = compute_type
+        self.eos_id = eos
+        # One infer request holds the attention cache of the generation that runs: one at a
+        # time. The random stream is each generation's own, so a seed never depends on others.
+        self._request = compiled.create_infer_request()
+        self._lock = threading.Lock()
+
+    def _step(self, input_ids: np.ndarray, length: int, beam: np.ndarray) -> np.ndarray:
+        """Feed one token per row (or the whole prompt); the rows' next-token logits, a copy.
+
+        `length` counts the tokens each row has seen so far, these ones included (it sizes the
+        attention mask, which is all ones: rows are never padded). `beam` picks, for each row,
+        which row of the cache it continues: finished rows drop out, and the prompt's one row
+        fans out to num_return_sequences rows.
+        """
+        rows = input_ids.shape[0]
+        self._request.infer(
+            {
+                "input_ids": input_ids,
+                "attention_mask": np.ones((rows, length), dtype=np.int64),
+                "beam_idx": beam,
+            },
+            share_inputs=True,
+        )
+        return self._request.get_tensor("logits").data.copy()  # the next infer reuses it
+
+    def generate(self, prompt_ids: list[int], *, max_new_tokens: int, params, seed: int | None,
+                 watch: Watch) -> list[EngineOutput]:
+        rows = params.num_return_sequences if params.do_sample else 1
+        rng = np.random.default_rng(seed) if params.do_sample else None
+        new: list[list[int]] = [[] for _ in range(rows)]
+        # transformers penalizes every token already in the sequence, title included, once each.
+        seen = [dict.fromkeys(prompt_ids) for _ in range(rows)]
+        active = list(range(rows))  # the sequences still going, in logits' row order
+        cache_rows = [0] * rows  # which row of the cache holds each active sequence
+        with self._lock:
+            self._request.reset_state()
+            prompt = np.array([prompt_ids], dtype=np.int64)
+            # The title is read once; its one cache row then fans out to every sequence.
+            logits = self._step(prompt, len(prompt_ids), np.zeros(1, dtype=np.int32))
+            logits = np.repeat(logits, rows, axis=0)
+            for step in range(max_new_tokens):
+                for row_logits, row in zip(logits, active, strict=True):
+                    token = next_token(row_logits, list(seen[row]), params, rng)
+                    new[row].append(token)
+                    seen[row][token] = None
+                stop = watch.step(new[0][-1] if active[0] == 0 else None)
+                going = [i for i, row in enumerate(active) if new[row][-1] != self.eos_id]
+                if stop or not going or step + 1 == max_new_tokens:
+                    break
+                last = np.array([[new[active[i]][-1]] for i in going], dtype=np.int64)
+                beam = np.array([cache_rows[i] for i in going], dtype=np.int32)
+                logits = self._step(last, len(prompt_ids) + step + 1, beam)
+                active = [active[i] for i in going]  # a finished sequence's row drops out
+                cache_rows = list(range(len(active)))
+        return [finish(ids, self.eos_id, max_new_tokens, watch) for ids in new]
+
+
+def next_token(logits: np.ndarray, seen: list[int], params, rng) -> int:
+    """The next token from one row of float32 logits (changed in place), as transformers'
+    generate picks it: the repetition penalty, then greedy, or the sampling distribution and
+    a draw from it."""
+    penalize(logits, seen, params.repetition_penalty)
+    if not params.do_sample:
+        return int(np.argmax(logits))  # the first of equal maxima, as torch.argmax
+    candidates, probs = distribution(logits, params)
+    draw = np.searchsorted(np.cumsum(probs), rng.random(), side="right")
+    return int(candidates[min(draw, candidates.size - 1)])  # a sum a hair under 1 can't overrun
+
+
+def penalize(logits: np.ndarray, seen: list[int], penalty: float) -> None:
+    """RepetitionPenaltyLogitsProcessor: each token already in the sequence once; a positive
+    logit is divided by the penalty, any other multiplied, in float32 as torch does."""
+    if penalty != 1.0 and seen:
+        ids = np.array(seen)
+        scores = logits[ids]
+        logits[ids] = np.where(scores < 0, scores * np.float32(penalty),
+                               scores / np.float32(penalty))
+
+
+def distribution(logits: np.ndarray, params) -> tuple[np.ndarray, np.ndarray]:
+    """The tokens sampling can draw and their probabilities, after transformers' warpers in
+    their order: temperature, top-k, top-p. Only the candidates are carried along, so top-k
+    (50 by default) keeps the full-vocabulary work to one partition."""
+    if params.temperature != 1.0:
+        logits = logits / np.float32(params.temperature)
+    candidates = np.arange(logits.size)
+    if params.top_k:  # 0 is off; ties with the k-th score stay in, as in TopKLogitsWarper
+        k = min(params.top_k, logits.size)
+        kth = np.partition(logits, logits.size - k)[logits.size - k]
+        candidates = np.flatnonzero(logits >= kth)
+    scores = logits[candidates]
+    if params.top_p < 1.0:
+        # TopPLogitsWarper: in ascending order, drop the tokens whose cumulated probability
+        # stays <= 1 - top_p, always keeping the most likely one.
+        order = np.argsort(scores, kind="stable")
+        keep = np.cumsum(softmax(scores[order])) > 1 - params.top_p
+        keep[-1] = True
+        candidates, scores = candidates[order[keep]], scores[order[keep]]
+    return candidates, softmax(scores)
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    exp = np.exp(scores.astype(np.float64) - scores.max())
+    return exp / exp.sum()
+
+
+# --- export: transformers directory -> OpenVINO directory (needs torch, transformers, nncf) ---
+
+Progress = Callable[[str, float | None], None]
+
+
+def prepare(source_dir: Path, out_dir: Path, *, weight_format: str = "int8",
+            progress: Progress = lambda stage, fraction: None,
+            source: str | None = None, revision: str | None = None) -> None:
+    """Write the OpenVINO engine directory of the transformers model in `source_dir`.
+
+    `out_dir` exists and is empty (the caller renames it into place when this returns); it
+    gets the stateful model (openvino_model.xml/.bin), the source's tokenizer.json and the
+    metadata file. `source`/`revision` name the origin in the metadata (default: the path).
+    """
+    if weight_format not in WEIGHT_FORMATS:
+        raise ValueError(f"weight format {weight_format!r}: choose from {WEIGHT_FORMATS}")
+    # Fractions of the whole, from the full-size model's export on 2 cores (int8: ~35 s).
+    progress("loading the transformers model", 0.0)  # importing torch alone takes seconds
+    import shutil
+
+    import openvino as ov
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    source_dir, out_dir = Path(source_dir), Path(out_dir)
+    model = GPT2LMHeadModel.from_pretrained(source_dir, dtype=torch.float32).eval()
+    check_config(model.config)
+    progress("converting to OpenVINO", 0.1 if weight_format == "int8" else 0.15)
+    ov_model = convert(model)
+    del model
+    if weight_format == "int8":
+        progress("compressing weights to int8", 0.55)
+        import nncf
+
+        # Asymmetric per-channel int8 of every weight, the embeddings and output head included
+        # (optimum-intel's --weight-format int8). The CPU runs it as int8 weights, not int8 math.
+        ov_model = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+    progress("saving", 0.9)
+    # compress_to_fp16 would store the fp32 export's weights (and int8's scales) in fp16.
+    ov.save_model(ov_model, out_dir / MODEL_XML, compress_to_fp16=False)
+    shutil.copyfile(source_dir / "tokenizer.json", out_dir / "tokenizer.json")
+    versions = {"openvino": ov.get_version().split("-")[0]}
+    if weight_format == "int8":
+        import nncf
+
+        versions["nncf"] = nncf.__version__
+    write_metadata(
+        out_dir,
+        source=source or str(source_dir),
+        revision=revision,
+        engine=NAME,
+        weight_format=weight_format,
+        max_positions=ov_model_positions(source_dir),
+        versions=versions,
+    )
+    progress("done", 1.0)
+
+
+def ov_model_positions(source_dir: Path) -> int:
+    import json
+
+    return json.loads((source_dir / "config.json").read_text(encoding="utf-8"))["n_positions"]
+
+
+def check_config(config) -> None:
+    """The export re-states GPT-2's attention (below); refuse variants it doesn't re-state."""
+    unsupported = {
+        "model_type": (config.model_type, "gpt2"),
+        "scale_attn_weights": (config.scale_attn_weights, True),
+        "scale_attn_by_inverse_layer_idx": (config.scale_attn_by_inverse_layer_idx, False),
+        "reorder_and_upcast_attn": (config.reorder_and_upcast_attn, False),
+        "add_cross_attention": (config.add_cross_attention, False),
+    }
+    wrong = [f"{key}={got!r}" for key, (got, want) in unsupported.items() if got != want]
+    if wrong:
+        raise ValueError(f"the openvino export supports plain GPT-2 only, not {', '.join(wrong)}")
+
+
+def convert(model):
+    """GPT2LMHeadModel -> stateful OpenVINO model: input_ids, attention_mask, beam_idx in,
+    the last position's logits out, the attention cache kept in OpenVINO variables."""
+    import openvino as ov
+    import torch
+
+    config = model.config
+    heads, width, layers = config.n_head, config.n_embd, config.n_layer
+    head = width // heads
+
+    class Decoder(torch.nn.Module):
+        """GPT-2's forward written for tracing: transformers' own modules (layer norms, the
+        projections, the MLP with its activation), and the attention restated with the cache
+        as plain tensors (transformers' Cache objects and mask helpers don't trace)."""
+
+        def __init__(self):
+            super().__init__()
+            self.gpt2 = model
+
+        def forward(self, input_ids, attention_mask, *past):
+            body = self.gpt2.transformer
+            batch, new = input_ids.shape
+            seen = attention_mask.shape[1]  # cached + new tokens
+            positions = torch.arange(new) + (seen - new)
+            x = body.wte(input_ids) + body.wpe(positions)
+            # Causal over cache + new tokens (bottom-right aligned), and the padding mask.
+            mask = (torch.arange(seen)[None, :] <= positions[:, None])[None, None]
+            mask = mask & attention_mask.bool()[:, None, None, :]
+            present = []
+            for i, block in enumerate(body.h):
+                q, k, v = block.attn.c_attn(block.ln_1(x)).split(width, dim=2)
+                q, k, v = (t.reshape(batch, new, heads, head).transpose(1, 2) for t in (q, k, v))
+                k = torch.cat([past[2 * i], k], dim=2)
+                v = torch.cat([past[2 * i + 1], v], dim=2)
+                present += [k, v]
+                # Scale 1/sqrt(head) as GPT-2's scale_attn_weights; the CPU plugin fuses this
+                # with the cache into one attention kernel.
+                out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                x = x + block.attn.c_proj(out.transpose(1, 2).reshape(batch, new, width))
+                x = x + block.mlp(block.ln_2(x))
+            # Only the last position's logits: the prompt's other rows would be 51,200 wide each.
+            return (self.gpt2.lm_head(body.ln_f(x[:, -1, :])), *present)
+
+    cache = [f"{kind}.{i}" for i in range(layers) for kind in ("key", "value")]
+    example = (
+        torch.tensor([[1, 2, 3]]),
+        torch.ones(1, 5, dtype=torch.long),
+        *[torch.zeros(1, heads, 2, head) for _ in cache],
+    )
+    inputs = [
+        (ov.PartialShape([-1, -1]), ov.Type.i64),
+        (ov.PartialShape([-1, -1]), ov.Type.i64),
+        *[(ov.PartialShape([-1, heads, -1, head]), ov.Type.f32) for _ in cache],
+    ]
+    with torch.no_grad():
+        ov_model = ov.convert_model(Decoder().eval(), example_input=example, input=inputs)
+    for port, name in zip(ov_model.inputs, ["input_ids", "attention_mask"] + cache, strict=True):
+        port.get_tensor().set_names({name})
+    for port, name in zip(ov_model.outputs, ["logits"] + [f"present.{n}" for n in cache],
+                          strict=True):
+        port.get_tensor().set_names({name})
+    make_stateful(ov_model, cache)
+    return ov_model
+
+
+def make_stateful(ov_model, cache: list[str]) -> None:
+    """Move the cache inputs/outputs into OpenVINO variables, the way the CPU plugin's fused
+    attention-with-cache kernel expects them: each past tensor read through a Gather on a new
+    `beam_idx` input (which cache row each batch row continues), and a zero-length initial value
+    with the batch's size after reset_state()."""
+    import openvino as ov
+    from openvino import opset13 as ops
+    from openvino._offline_transformations import apply_make_stateful_transformation
+
+    beam_idx = ops.parameter([-1], ov.Type.i32, name="beam_idx")
+    beam_idx.output(0).get_tensor().set_names({"beam_idx"})
+    ov_model.add_parameters([beam_idx])
+    for name in cache:
+        port = ov_model.input(name)
+        consumers = port.get_target_inputs()
+        reordered = ops.gather(port, beam_idx, ops.constant(0))
+        for consumer in consumers:
+            consumer.replace_source_output(reordered.output(0))
+    ov_model.validate_nodes_and_infer_types()
+    apply_make_stateful_transformation(ov_model, {name: f"present.{name}" for name in cache})
+    batch = ops.gather(
+        ops.shape_of(ov_model.input("input_ids"), "i64"), ops.constant([0]), ops.constant(0)
+    )
+    for op in ov_model.get_ops():
+        if op.get_type_name() == "ReadValue":
+            _, heads, _, head = op.get_output_partial_shape(0)
+            rest = ops.constant(np.array([heads.get_length(), 0, head.get_length()], np.int64))
+            shape = ops.concat([batch, rest], 0)
+            op.set_arguments([ops.broadcast(ops.constant(0.0, ov.Type.f32), shape)])
+    ov_model.validate_nodes_and_infer_types()

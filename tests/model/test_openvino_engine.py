@@ -1,0 +1,314 @@
+"""The openvino engine on its own: its export, its loading, and its numpy decoding loop.
+
+Every request parameter is also checked on it beside the other engines (test_engines.py).
+"""
+
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from kogpt2.model.engines import openvino
+from kogpt2.model.params import GenerationParams
+from kogpt2.model.seam import ModelLoadError, Watch
+from kogpt2.model.vocab import METADATA_FILE, load_tokenizer
+
+TITLES = ["근육이 커지기 위해서는", "오늘 아침 서울의 날씨는"]
+
+
+def export(source, out, weight_format="int8"):
+    stages = []
+    out.mkdir(parents=True)
+    openvino.prepare(source, out, weight_format=weight_format,
+                     progress=lambda stage, fraction: stages.append((stage, fraction)))
+    return out, stages
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model_dir, tmp_path_factory):
+    work = tmp_path_factory.mktemp("tiny-openvino")
+    return {fmt: export(tiny_model_dir, work / fmt, fmt) for fmt in ("int8", "fp32")}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return load_tokenizer(tiny_model_dir)
+
+
+def encode(tokenizer, text):
+    return tokenizer.encode(text, add_special_tokens=False).ids
+
+
+GREEDY = GenerationParams()
+
+
+def generate(engine, prompt_ids, params=GREEDY, max_new_tokens=30, seed=None):
+    outputs = engine.generate(prompt_ids, max_new_tokens=max_new_tokens, params=params,
+                              seed=seed, watch=Watch())
+    return [(out.token_ids, out.finish_reason) for out in outputs]
+
+
+def test_prepare_writes_a_complete_directory_and_reports_each_stage(exported, tiny_model_dir):
+    import openvino as ov
+
+    out, stages = exported["int8"]
+    assert {path.name for path in out.iterdir()} == {
+        "openvino_model.xml", "openvino_model.bin", "tokenizer.json", METADATA_FILE
+    }
+    assert (out / "tokenizer.json").read_bytes() == (tiny_model_dir / "tokenizer.json").read_bytes()
+    metadata = json.loads((out / METADATA_FILE).read_text())
+    assert metadata["source"] == str(tiny_model_dir) and metadata["revision"] is None
+    assert (metadata["engine"], metadata["weight_format"]) == ("openvino", "int8")
+    assert metadata["max_positions"] == 1024
+    assert metadata["versions"]["openvino"] == ov.get_version().split("-")[0]
+    assert [stage for stage, _ in stages] == [
+        "loading the transformers model", "converting to OpenVINO",
+        "compressing weights to int8", "saving", "done",
+    ]
+    fractions = [fraction for _, fraction in stages]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert "compressing weights to int8" not in [stage for stage, _ in exported["fp32"][1]]
+
+
+def test_int8_weights_take_about_a_quarter_of_fp32s(exported):
+    int8, fp32 = (exported[fmt][0] / "openvino_model.bin" for fmt in ("int8", "fp32"))
+    assert int8.stat().st_size < 0.3 * fp32.stat().st_size
+
+
+def test_the_directory_is_recognised_by_its_files(exported, tiny_model_dir):
+    assert openvino.is_own_format(exported["int8"][0])
+    assert not openvino.is_own_format(tiny_model_dir)
+
+
+def test_an_unknown_weight_format_is_refused_before_any_work(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="int4"):
+        openvino.prepare(tiny_model_dir, tmp_path, weight_format="int4",
+                         progress=lambda *_: pytest.fail("started"))
+
+
+@pytest.mark.parametrize("repetition_penalty", [2.0, 1.0])
+def test_fp32_export_at_f32_gives_transformers_greedy_tokens(
+    exported, tiny_model_dir, tokenizer, repetition_penalty
+):
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    reference = GPT2LMHeadModel.from_pretrained(tiny_model_dir).eval()
+    engine = openvino.load(exported["fp32"][0], threads=1, compute_type="default")
+    assert engine.compute_type == "fp32 weights, f32 compute"
+    params = GenerationParams(repetition_penalty=repetition_penalty)
+    for title in TITLES:
+        prompt = encode(tokenizer, title)
+        with torch.inference_mode():
+            expected = reference.generate(
+                torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=int),
+                max_new_tokens=86, repetition_penalty=repetition_penalty, do_sample=False,
+                pad_token_id=3, eos_token_id=1,
+            )[0, len(prompt):].tolist()
+        assert 1 not in expected  # no EOS: all 86 tokens are compared
+        assert generate(engine, prompt, params, max_new_tokens=86) == [(expected, "length")]
+
+
+def bf16_cpu() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def test_compute_type_says_what_runs(exported):
+    default = openvino.load(exported["int8"][0], threads=1, compute_type="default")
+    assert default.compute_type == f"int8 weights, {'bf16' if bf16_cpu() else 'f32'} compute"
+    for name in ("f32", "float32"):
+        engine = openvino.load(exported["int8"][0], threads=1, compute_type=name)
+        assert engine.compute_type == "int8 weights, f32 compute"
+
+
+def test_an_unknown_compute_type_is_refused(exported):
+    with pytest.raises(ModelLoadError, match="bf16 or f32.*not 'int4'"):
+        openvino.load(exported["int8"][0], threads=1, compute_type="int4")
+
+
+def test_a_transformers_directory_says_how_to_convert(tiny_model_dir):
+    with pytest.raises(ModelLoadError, match="not an OpenVINO model directory.*convert.py"):
+        openvino.load(tiny_model_dir, threads=1)
+
+
+def test_corrupt_weights_give_a_load_error(exported, tmp_path):
+    model_dir = shutil.copytree(exported["int8"][0], tmp_path / "model")
+    (model_dir / "openvino_model.bin").write_bytes(b"not a model")
+    with pytest.raises(ModelLoadError, match="could not load"):
+        openvino.load(model_dir, threads=1)
+
+
+def test_a_missing_tokenizer_is_named(exported, tmp_path):
+    model_dir = shutil.copytree(exported["int8"][0], tmp_path / "model")
+    (model_dir / "tokenizer.json").unlink()
+    with pytest.raises(ModelLoadError, match="tokenizer"):
+        openvino.load(model_dir, threads=1)
+
+
+def test_an_openvino_model_from_elsewhere_is_refused(exported, tmp_path):
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    model_dir = shutil.copytree(exported["int8"][0], tmp_path / "model")
+    ids = ops.parameter([-1, -1], ov.Type.i64, name="input_ids")
+    ov.save_model(ov.Model([ops.convert(ids, ov.Type.f32)], [ids]),
+                  model_dir / "openvino_model.xml")
+    with pytest.raises(ModelLoadError, match="didn't export.*convert.py"):
+        openvino.load(model_dir, threads=1)
+
+
+def test_the_cache_follows_its_rows_when_they_fan_out_and_drop_out(exported, tokenizer):
+    """beam_idx picks which cached row each new row continues: the prompt's one row fans out
+    to several sequences, and a finished sequence's row drops out. Each row's logits must
+    then be those of its own sequence run alone."""
+    engine = openvino.load(exported["fp32"][0], threads=1, compute_type="f32")
+    prompt = encode(tokenizer, TITLES[0])
+
+    def alone(sequence):
+        engine._request.reset_state()
+        return engine._step(np.array([sequence]), len(sequence), np.zeros(1, np.int32))[0]
+
+    expected = [alone(prompt + [300 + row, 400 + row]) for row in range(3)]
+    engine._request.reset_state()
+    engine._step(np.array([prompt]), len(prompt), np.zeros(1, np.int32))
+    step = len(prompt) + 1
+    engine._step(np.array([[300], [301], [302]]), step, np.zeros(3, np.int32))  # fan out
+    got = engine._step(np.array([[400], [401], [402]]), step + 1, np.arange(3, dtype=np.int32))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    # Row 1 finished: rows 0 and 2 go on, and their next logits are still their own.
+    got = engine._step(np.array([[500], [502]]), step + 2, np.array([0, 2], np.int32))
+    for row, logits in zip([0, 2], got, strict=True):
+        np.testing.assert_allclose(logits, alone(prompt + [300 + row, 400 + row, 500 + row]),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_several_sequences_at_top_k_1_are_each_the_greedy_text(exported, tokenizer):
+    # At f32: in bf16 a batch of 4 rounds differently from a batch of 1, flipping near-ties.
+    engine = openvino.load(exported["fp32"][0], threads=1, compute_type="f32")
+    prompt = encode(tokenizer, TITLES[0])
+    greedy = generate(engine, prompt)
+    params = GenerationParams(do_sample=True, top_k=1, num_return_sequences=4)
+    assert generate(engine, prompt, params, seed=3) == greedy * 4
+
+
+def test_sequences_that_end_early_leave_the_others_in_their_own_context(
+    exported, tiny_model_dir, tokenizer
+):
+    """Sampled from the top 3, sequences end at different steps (an "EOS" made common); every
+    token of every sequence must still be one of the top 3 that transformers gives its own
+    sequence, so no sequence ever continued another's cache row."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    engine = openvino.load(exported["fp32"][0], threads=1, compute_type="f32")
+    prompt = encode(tokenizer, TITLES[1])
+    params = GenerationParams(do_sample=True, top_k=3, num_return_sequences=4)
+    rows = [ids for ids, _ in generate(engine, prompt, params, seed=8, max_new_tokens=12)]
+    # The token the first sequence makes 4th, and no other sequence makes before its 6th.
+    engine.eos_id = rows[0][3]
+    assert all(engine.eos_id not in row[:6] for row in rows[1:]) and engine.eos_id not in prompt
+    outputs = generate(engine, prompt, params, seed=8, max_new_tokens=12)
+    assert outputs[0] == (rows[0][:3], "eos")
+    assert any(reason == "length" for _, reason in outputs)
+
+    reference = GPT2LMHeadModel.from_pretrained(tiny_model_dir).eval()
+    for ids, reason in outputs:
+        sequence = prompt + ids + ([engine.eos_id] if reason == "eos" else [])
+        with torch.inference_mode():
+            logits = reference(torch.tensor([sequence])).logits[0].numpy()
+        for step in range(len(prompt), len(sequence)):
+            scores = logits[step - 1].copy()
+            openvino.penalize(scores, list(dict.fromkeys(sequence[:step])), 2.0)
+            assert sequence[step] in np.argsort(scores)[-3:], (ids, step)
+
+
+def test_concurrent_seeded_requests_each_reproduce(exported, tokenizer):
+    engine = openvino.load(exported["int8"][0], threads=1)
+    prompt = encode(tokenizer, TITLES[0])
+    params = GenerationParams(do_sample=True, temperature=1.5, num_return_sequences=2)
+    expected = {seed: generate(engine, prompt, params, seed=seed) for seed in range(6)}
+    got = {}
+
+    def request(seed):
+        got[seed] = generate(engine, prompt, params, seed=seed)
+
+    threads = [threading.Thread(target=request, args=(seed,)) for seed in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert got == expected and len({str(value) for value in got.values()}) == 6
+
+
+# --- the decoding rules against transformers' own logits processors ---
+
+def transformers_scores(logits, seen, params):
+    """The scores transformers samples from (or takes the argmax of), -inf where filtered."""
+    import torch
+    from transformers.generation.logits_process import (
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    processors = [RepetitionPenaltyLogitsProcessor(params.repetition_penalty)]
+    if params.do_sample:
+        if params.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(params.temperature))
+        if params.top_k:
+            processors.append(TopKLogitsWarper(params.top_k))
+        if params.top_p < 1.0:
+            processors.append(TopPLogitsWarper(params.top_p))
+    ids, scores = torch.tensor([seen]), torch.tensor(logits[None])
+    for processor in processors:
+        scores = processor(ids, scores)
+    return scores[0].numpy()
+
+
+PARAMS = [
+    GenerationParams(),
+    GenerationParams(repetition_penalty=1.3),
+    GenerationParams(do_sample=True),
+    GenerationParams(do_sample=True, top_k=0),
+    GenerationParams(do_sample=True, top_k=0, top_p=0.9, temperature=0.7),
+    GenerationParams(do_sample=True, top_k=5, top_p=0.5, temperature=1.5),
+    GenerationParams(do_sample=True, top_k=1),
+    GenerationParams(do_sample=True, top_k=0, top_p=1e-6),
+    GenerationParams(do_sample=True, top_k=1000, top_p=0.95, repetition_penalty=1.0),
+]
+
+
+@pytest.mark.parametrize("params", PARAMS, ids=lambda p: p.model_dump_json(exclude_defaults=True))
+def test_penalty_and_warpers_match_transformers(params):
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        logits = (rng.standard_normal(3000) * 3).astype(np.float32)
+        logits[:10] = logits[10]  # ties at the top-k edge must be kept, as transformers keeps
+        seen = list(dict.fromkeys(rng.integers(0, 3000, 40).tolist() + [0, 5]))
+        expected = transformers_scores(logits, seen, params)
+        mine = logits.copy()
+        openvino.penalize(mine, seen, params.repetition_penalty)
+        if not params.do_sample:
+            np.testing.assert_array_equal(mine, expected)
+            continue
+        candidates, probs = openvino.distribution(mine, params)
+        assert set(candidates.tolist()) == set(np.flatnonzero(np.isfinite(expected)).tolist())
+        finite = expected[candidates]
+        reference = np.exp(finite - finite.max()) / np.exp(finite - finite.max()).sum()
+        np.testing.assert_allclose(probs, reference, rtol=1e-5, atol=1e-9)
+
+
+def test_draws_follow_the_distribution():
+    logits = np.full(100, -10.0, dtype=np.float32)
+    logits[[3, 7, 9]] = np.log([0.5, 0.3, 0.2])
+    params = GenerationParams(do_sample=True, top_k=3, repetition_penalty=1.0)
+    rng = np.random.default_rng(1)
+    draws = [openvino.next_token(logits.copy(), [], params, rng) for _ in range(20000)]
+    counts = {token: draws.count(token) / len(draws) for token in set(draws)}
+    assert counts.keys() == {3, 7, 9}
+    assert counts == pytest.approx({3: 0.5, 7: 0.3, 9: 0.2}, abs=0.015)
