@@ -1,7 +1,19 @@
+import contextlib
+import logging
+
 import pytest
 from make_stand_in import make_stand_in
 
 from app import create_app
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """Prepared models go to a cache of this run's own, for the app and for servers it starts."""
+    path = tmp_path_factory.mktemp("kogpt2-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KOGPT2_CACHE_DIR", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")
@@ -15,7 +27,9 @@ def tiny_ct2_dir(tiny_model_dir, tmp_path_factory):
     """The tiny stand-in converted by scripts/convert.py to CTranslate2 int8 (the default)."""
     from convert import convert
 
-    return convert(str(tiny_model_dir), tmp_path_factory.mktemp("tiny-ct2") / "int8")
+    return convert(
+        str(tiny_model_dir), tmp_path_factory.mktemp("tiny-ct2") / "int8", engine="ctranslate2"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +38,7 @@ def tiny_ct2_float32_dir(tiny_model_dir, tmp_path_factory):
     from convert import convert
 
     out = tmp_path_factory.mktemp("tiny-ct2") / "float32"
-    return convert(str(tiny_model_dir), out, quantization="float32")
+    return convert(str(tiny_model_dir), out, engine="ctranslate2", weight_format="float32")
 
 
 @pytest.fixture
@@ -56,7 +70,7 @@ def client(app):
 @pytest.fixture
 def unused_port():
     """A loopback port nothing listens on."""
-    from live_server import free_port
+    from local_server import free_port
 
     return free_port()
 
@@ -64,11 +78,29 @@ def unused_port():
 @pytest.fixture(scope="session")
 def live_server(tiny_model_dir):
     """Factory: `with live_server(**settings) as base_url:` runs gunicorn on 127.0.0.1."""
-    from live_server import gunicorn
+    from local_server import LocalServer
 
+    @contextlib.contextmanager
     def start(*args, script_name="", **settings):
         env = {"KOGPT2_MODEL": str(tiny_model_dir), "KOGPT2_ENGINE": "transformers"}
         env.update({f"KOGPT2_{key.upper()}": str(value) for key, value in settings.items()})
-        return gunicorn(env, *args, script_name=script_name)
+        with LocalServer(env, *args, script_name=script_name) as server:
+            yield server.base
 
     return start
+
+
+@pytest.fixture
+def access_lines():
+    """The lines the kogpt2.access logger writes (one JSON object per request)."""
+    lines = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("kogpt2.access")
+    handler = Collect()
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)

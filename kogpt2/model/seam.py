@@ -4,6 +4,7 @@ Every engine (kogpt2/model/engines/) implements `Engine`; this module is what th
 nothing in the model layer imports in a circle: engines import the seam, never each other.
 """
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,9 +17,29 @@ if TYPE_CHECKING:
 FinishReason = Literal["length", "eos", "time", "cancelled"]
 
 
+class InvalidInput(ValueError):
+    """The request is well-formed but this model or server can't take it."""
+
+
 class ModelLoadError(RuntimeError):
     """The model could not be loaded. The message is for the operator's log, not for callers:
     it may hold paths and library messages."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a model's preparation stands: a stage in words, and how far it is (0–100)."""
+
+    stage: str
+    percent: int
+
+
+class ModelLoading(RuntimeError):
+    """The model is being prepared (downloaded, converted) and can't answer yet."""
+
+    def __init__(self, progress: Progress):
+        super().__init__(f"{progress.stage} ({progress.percent}%)")
+        self.progress = progress
 
 
 class Watch:
@@ -90,3 +111,10 @@ def short_reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     reason = text[0] if text else type(exc).__name__
     return reason if len(reason) <= 300 else reason[:297] + "..."
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no affinity API
+        return os.cpu_count() or 1

@@ -38,8 +38,9 @@ def load_tokenizer(model_dir: Path) -> Tokenizer:
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # the Rust library raises its own exception types
-        reason = short_reason(exc)
-        raise ModelLoadError(f"could not read the tokenizer {str(path)!r}: {reason}") from exc
+        raise ModelLoadError(
+            f"could not read the tokenizer {str(path)!r}: {short_reason(exc)}"
+        ) from exc
     if tokenizer.token_to_id(EOS_TOKEN) is None:
         raise ModelLoadError(f"the tokenizer {str(path)!r} has no {EOS_TOKEN} token")
     return tokenizer
