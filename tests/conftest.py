@@ -41,6 +41,23 @@ def tiny_ct2_float32_dir(tiny_model_dir, tmp_path_factory):
     return convert(str(tiny_model_dir), out, engine="ctranslate2", weight_format="float32")
 
 
+@pytest.fixture(scope="session")
+def tiny_ov_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny stand-in prepared by scripts/convert.py for OpenVINO, int8 (the default)."""
+    from convert import convert
+
+    return convert(str(tiny_model_dir), tmp_path_factory.mktemp("tiny-ov") / "int8")
+
+
+@pytest.fixture(scope="session")
+def tiny_ov_float32_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny stand-in exported to OpenVINO float32: at f32 its greedy text is transformers'."""
+    from convert import convert
+
+    out = tmp_path_factory.mktemp("tiny-ov") / "float32"
+    return convert(str(tiny_model_dir), out, engine="openvino", weight_format="float32")
+
+
 @pytest.fixture
 def make_app(tiny_model_dir):
     def factory(**settings):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from kogpt2.model.engines import openvino
+from kogpt2.model.engines.openvino import MODEL_BIN, MODEL_XML
 from kogpt2.model.params import GenerationParams
 from kogpt2.model.seam import ModelLoadError, Watch
 from kogpt2.model.vocab import METADATA_FILE, load_tokenizer
@@ -18,18 +19,9 @@ from kogpt2.model.vocab import METADATA_FILE, load_tokenizer
 TITLES = ["근육이 커지기 위해서는", "오늘 아침 서울의 날씨는"]
 
 
-def export(source, out, weight_format="int8"):
-    stages = []
-    out.mkdir(parents=True)
-    openvino.prepare(source, out, weight_format=weight_format,
-                     progress=lambda stage, fraction: stages.append((stage, fraction)))
-    return out, stages
-
-
 @pytest.fixture(scope="module")
-def exported(tiny_model_dir, tmp_path_factory):
-    work = tmp_path_factory.mktemp("tiny-openvino")
-    return {fmt: export(tiny_model_dir, work / fmt, fmt) for fmt in ("int8", "fp32")}
+def exported(tiny_ov_dir, tiny_ov_float32_dir):
+    return {"int8": tiny_ov_dir, "float32": tiny_ov_float32_dir}
 
 
 @pytest.fixture(scope="module")
@@ -50,36 +42,47 @@ def generate(engine, prompt_ids, params=GREEDY, max_new_tokens=30, seed=None):
     return [(out.token_ids, out.finish_reason) for out in outputs]
 
 
-def test_prepare_writes_a_complete_directory_and_reports_each_stage(exported, tiny_model_dir):
+def test_convert_writes_a_complete_directory(exported, tiny_model_dir):
     import openvino as ov
 
-    out, stages = exported["int8"]
+    out = exported["int8"]
     assert {path.name for path in out.iterdir()} == {
-        "openvino_model.xml", "openvino_model.bin", "tokenizer.json", METADATA_FILE
+        "openvino_model.xml", "openvino_model.bin", "tokenizer.json", "tokenizer_config.json",
+        METADATA_FILE,
     }
     assert (out / "tokenizer.json").read_bytes() == (tiny_model_dir / "tokenizer.json").read_bytes()
     metadata = json.loads((out / METADATA_FILE).read_text())
-    assert metadata["source"] == str(tiny_model_dir) and metadata["revision"] is None
     assert (metadata["engine"], metadata["weight_format"]) == ("openvino", "int8")
     assert metadata["max_positions"] == 1024
-    assert metadata["versions"]["openvino"] == ov.get_version().split("-")[0]
-    assert [stage for stage, _ in stages] == [
-        "loading the transformers model", "converting to OpenVINO",
-        "compressing weights to int8", "saving", "done",
-    ]
+    assert metadata["versions"] == {"openvino": ov.__version__.split("-")[0]}
+
+
+@pytest.mark.parametrize("weight_format", ["int8", "float32"])
+def test_prepare_reports_each_stage_as_it_goes(tiny_model_dir, tmp_path, weight_format):
+    stages = []
+    openvino.prepare(tiny_model_dir, tmp_path, weight_format=weight_format,
+                     progress=lambda stage, fraction: stages.append((stage, fraction)))
+    expected = ["loading the transformers model", "converting to OpenVINO",
+                "compressing weights to int8", "writing the OpenVINO model"]
+    if weight_format == "float32":
+        expected.remove("compressing weights to int8")
+    assert [stage for stage, _ in stages] == expected
     fractions = [fraction for _, fraction in stages]
-    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
-    assert "compressing weights to int8" not in [stage for stage, _ in exported["fp32"][1]]
+    assert fractions == sorted(fractions) and 0.0 == fractions[0] < fractions[-1] < 1.0
+    assert {path.name for path in tmp_path.iterdir()} == {MODEL_XML, MODEL_BIN}
 
 
-def test_int8_weights_take_about_a_quarter_of_fp32s(exported):
-    int8, fp32 = (exported[fmt][0] / "openvino_model.bin" for fmt in ("int8", "fp32"))
-    assert int8.stat().st_size < 0.3 * fp32.stat().st_size
+def test_int8_weights_take_about_a_quarter_of_float32s(exported):
+    int8, float32 = (exported[fmt] / MODEL_BIN for fmt in ("int8", "float32"))
+    assert int8.stat().st_size < 0.3 * float32.stat().st_size
 
 
-def test_the_directory_is_recognised_by_its_files(exported, tiny_model_dir):
-    assert openvino.is_own_format(exported["int8"][0])
-    assert not openvino.is_own_format(tiny_model_dir)
+def test_the_directory_is_recognised_by_its_files(exported, tiny_model_dir, tiny_ct2_dir):
+    from kogpt2.model import engines
+
+    assert openvino.is_own_format(exported["int8"])
+    assert engines.kind_of(exported["int8"]) is engines.OPENVINO
+    assert not openvino.is_own_format(tiny_model_dir) and not openvino.is_own_format(tiny_ct2_dir)
 
 
 def test_an_unknown_weight_format_is_refused_before_any_work(tiny_model_dir, tmp_path):
@@ -89,15 +92,15 @@ def test_an_unknown_weight_format_is_refused_before_any_work(tiny_model_dir, tmp
 
 
 @pytest.mark.parametrize("repetition_penalty", [2.0, 1.0])
-def test_fp32_export_at_f32_gives_transformers_greedy_tokens(
+def test_float32_export_at_f32_gives_transformers_greedy_tokens(
     exported, tiny_model_dir, tokenizer, repetition_penalty
 ):
     import torch
     from transformers import GPT2LMHeadModel
 
     reference = GPT2LMHeadModel.from_pretrained(tiny_model_dir).eval()
-    engine = openvino.load(exported["fp32"][0], threads=1, compute_type="default")
-    assert engine.compute_type == "fp32 weights, f32 compute"
+    engine = openvino.load(exported["float32"], threads=1, compute_type="default")
+    assert engine.compute_type == "float32 weights, f32 compute"
     params = GenerationParams(repetition_penalty=repetition_penalty)
     for title in TITLES:
         prompt = encode(tokenizer, title)
@@ -118,16 +121,26 @@ def bf16_cpu() -> bool:
 
 
 def test_compute_type_says_what_runs(exported):
-    default = openvino.load(exported["int8"][0], threads=1, compute_type="default")
-    assert default.compute_type == f"int8 weights, {'bf16' if bf16_cpu() else 'f32'} compute"
-    for name in ("f32", "float32"):
-        engine = openvino.load(exported["int8"][0], threads=1, compute_type=name)
-        assert engine.compute_type == "int8 weights, f32 compute"
+    def compute_type(weights, name):
+        return openvino.load(exported[weights], threads=1, compute_type=name).compute_type
+
+    assert compute_type("int8", "default") == "int8 weights, int8 compute"
+    assert compute_type("int8", "f32") == compute_type("int8", "float32") == (
+        "int8 weights, f32 compute"
+    )
+    bf16 = "bf16" if bf16_cpu() else "f32"  # a CPU without bf16 runs f32
+    assert compute_type("int8", "bf16") == f"int8 weights, {bf16} compute"
+    assert compute_type("float32", "default") == "float32 weights, f32 compute"
 
 
 def test_an_unknown_compute_type_is_refused(exported):
-    with pytest.raises(ModelLoadError, match="bf16 or f32.*not 'int4'"):
-        openvino.load(exported["int8"][0], threads=1, compute_type="int4")
+    with pytest.raises(ModelLoadError, match="int8, bf16, f32 or default, not 'int4'"):
+        openvino.load(exported["int8"], threads=1, compute_type="int4")
+
+
+def test_int8_compute_needs_int8_weights(exported):
+    with pytest.raises(ModelLoadError, match="float32 weights: int8 compute needs an int8"):
+        openvino.load(exported["float32"], threads=1, compute_type="int8")
 
 
 def test_a_transformers_directory_says_how_to_convert(tiny_model_dir):
@@ -136,14 +149,14 @@ def test_a_transformers_directory_says_how_to_convert(tiny_model_dir):
 
 
 def test_corrupt_weights_give_a_load_error(exported, tmp_path):
-    model_dir = shutil.copytree(exported["int8"][0], tmp_path / "model")
+    model_dir = shutil.copytree(exported["int8"], tmp_path / "model")
     (model_dir / "openvino_model.bin").write_bytes(b"not a model")
     with pytest.raises(ModelLoadError, match="could not load"):
         openvino.load(model_dir, threads=1)
 
 
 def test_a_missing_tokenizer_is_named(exported, tmp_path):
-    model_dir = shutil.copytree(exported["int8"][0], tmp_path / "model")
+    model_dir = shutil.copytree(exported["int8"], tmp_path / "model")
     (model_dir / "tokenizer.json").unlink()
     with pytest.raises(ModelLoadError, match="tokenizer"):
         openvino.load(model_dir, threads=1)
@@ -153,7 +166,7 @@ def test_an_openvino_model_from_elsewhere_is_refused(exported, tmp_path):
     import openvino as ov
     from openvino import opset13 as ops
 
-    model_dir = shutil.copytree(exported["int8"][0], tmp_path / "model")
+    model_dir = shutil.copytree(exported["int8"], tmp_path / "model")
     ids = ops.parameter([-1, -1], ov.Type.i64, name="input_ids")
     ov.save_model(ov.Model([ops.convert(ids, ov.Type.f32)], [ids]),
                   model_dir / "openvino_model.xml")
@@ -165,7 +178,7 @@ def test_the_cache_follows_its_rows_when_they_fan_out_and_drop_out(exported, tok
     """beam_idx picks which cached row each new row continues: the prompt's one row fans out
     to several sequences, and a finished sequence's row drops out. Each row's logits must
     then be those of its own sequence run alone."""
-    engine = openvino.load(exported["fp32"][0], threads=1, compute_type="f32")
+    engine = openvino.load(exported["float32"], threads=1, compute_type="f32")
     prompt = encode(tokenizer, TITLES[0])
 
     def alone(sequence):
@@ -188,7 +201,7 @@ def test_the_cache_follows_its_rows_when_they_fan_out_and_drop_out(exported, tok
 
 def test_several_sequences_at_top_k_1_are_each_the_greedy_text(exported, tokenizer):
     # At f32: in bf16 a batch of 4 rounds differently from a batch of 1, flipping near-ties.
-    engine = openvino.load(exported["fp32"][0], threads=1, compute_type="f32")
+    engine = openvino.load(exported["float32"], threads=1, compute_type="f32")
     prompt = encode(tokenizer, TITLES[0])
     greedy = generate(engine, prompt)
     params = GenerationParams(do_sample=True, top_k=1, num_return_sequences=4)
@@ -204,7 +217,7 @@ def test_sequences_that_end_early_leave_the_others_in_their_own_context(
     import torch
     from transformers import GPT2LMHeadModel
 
-    engine = openvino.load(exported["fp32"][0], threads=1, compute_type="f32")
+    engine = openvino.load(exported["float32"], threads=1, compute_type="f32")
     prompt = encode(tokenizer, TITLES[1])
     params = GenerationParams(do_sample=True, top_k=3, num_return_sequences=4)
     rows = [ids for ids, _ in generate(engine, prompt, params, seed=8, max_new_tokens=12)]
@@ -227,7 +240,7 @@ def test_sequences_that_end_early_leave_the_others_in_their_own_context(
 
 
 def test_concurrent_seeded_requests_each_reproduce(exported, tokenizer):
-    engine = openvino.load(exported["int8"][0], threads=1)
+    engine = openvino.load(exported["int8"], threads=1)
     prompt = encode(tokenizer, TITLES[0])
     params = GenerationParams(do_sample=True, temperature=1.5, num_return_sequences=2)
     expected = {seed: generate(engine, prompt, params, seed=seed) for seed in range(6)}

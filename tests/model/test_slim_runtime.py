@@ -1,4 +1,4 @@
-"""The ctranslate2 engine serves without torch or transformers, from requirements-slim.txt alone."""
+"""The prepared engines serve without torch or transformers, from requirements-slim.txt alone."""
 
 import json
 import os
@@ -8,6 +8,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement  # comes with pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,21 +63,24 @@ def with_dependencies(names: set[str]) -> set[str]:
     return seen
 
 
-def test_slim_runtime_serves_a_converted_model_without_torch(tiny_ct2_dir):
-    env = {**os.environ, "KOGPT2_MODEL": str(tiny_ct2_dir)}
+@pytest.mark.parametrize("engine", ["openvino", "ctranslate2"])
+def test_slim_runtime_serves_a_converted_model_without_torch(engine, request):
+    model_dir = request.getfixturevalue({"openvino": "tiny_ov_dir",
+                                         "ctranslate2": "tiny_ct2_dir"}[engine])
+    env = {**os.environ, "KOGPT2_MODEL": str(model_dir)}
     env.pop("KOGPT2_ENGINE", None)
     process = subprocess.run(
-        [sys.executable, "-c", SERVE_WITHOUT_TORCH, str(tiny_ct2_dir)],
+        [sys.executable, "-c", SERVE_WITHOUT_TORCH, str(model_dir)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert process.returncode == 0, process.stderr  # a crash at exit counts too
     report = json.loads(process.stdout.splitlines()[-1])
     assert report["statuses"] == [200, 200], report
     assert len(report["sampled"]["generations"]) == 2
-    assert report["greedy"]["details"]["engine"] == "ctranslate2"
-    assert (report["info"]["engine"], report["info"]["compute_type"]) == (
-        "ctranslate2", "int8_float32"
-    )
+    assert report["greedy"]["details"]["engine"] == report["info"]["engine"] == engine
+    assert report["info"]["compute_type"] == {
+        "openvino": "int8 weights, int8 compute", "ctranslate2": "int8_float32"
+    }[engine]
     assert not {"torch", "transformers"} & set(report["imported"])
 
     # Every third-party package that serving imported comes with requirements-slim.txt.
