@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from . import engines, hub, prepare
+from . import engines, hub, prepare, streaming
 from .params import (
     DEFAULT_TOTAL_TOKENS,
     MAX_PROMPT_CHARS,
@@ -393,13 +393,13 @@ class Generator:
 
     def continuation(self, prompt_ids: list[int], new_ids: list[int]) -> str:
         """The text that `new_ids` add after the prompt, with the space between them."""
-        # Decoding the new tokens alone would drop the space between the title and the text.
-        tokenizer = self.vocabulary().tokenizer
-        prompt_text = tokenizer.decode(prompt_ids, skip_special_tokens=True)
-        full = tokenizer.decode(prompt_ids + new_ids, skip_special_tokens=True)
-        if full.startswith(prompt_text):
-            return full[len(prompt_text):]
-        return " " + tokenizer.decode(new_ids, skip_special_tokens=True)
+        return streaming.continuation(self.vocabulary().tokenizer, prompt_ids, new_ids)
+
+    def text_stream(self, prompt: Prompt) -> streaming.TextStream:
+        """Turns the ids that `run(prompt, on_token=...)` hears into text, token by token:
+        the pieces join to the continuation that run's answer holds."""
+        vocabulary = self.vocabulary()
+        return streaming.TextStream(vocabulary.tokenizer, prompt.ids, vocabulary.eos_id)
 
 
 def _vocabulary_of(source: Source) -> Vocabulary:
