@@ -15,6 +15,7 @@ from .schemas import (
     LegacyResponse,
 )
 from .state import get_generator, get_settings
+from .stream import stream_response
 
 bp = Blueprint("api", __name__)
 
@@ -65,7 +66,10 @@ def generate():
         result = generate_text(check(legacy.context.main_title, GenerationParams()))
         return LegacyResponse.from_result(result).model_dump()
     generate_request = GenerateRequest.model_validate(body)
-    result = generate_text(check(generate_request.text, generate_request.params()))
+    prompt = check(generate_request.text, generate_request.params())
+    if generate_request.stream:
+        return stream_response(prompt, deadline())
+    result = generate_text(prompt)
     return GenerateResponse.from_result(result).model_dump()
 
 

@@ -17,13 +17,16 @@ from .schemas import (
     InfoResponse,
     LegacyRequest,
     LegacyResponse,
+    StreamError,
+    TokenEvent,
 )
 from .state import get_settings
 
 bp = Blueprint("openapi", __name__)
 
 REQUEST_MODELS = [GenerateRequest, LegacyRequest]
-RESPONSE_MODELS = [GenerateResponse, LegacyResponse, HealthResponse, InfoResponse, ErrorResponse]
+RESPONSE_MODELS = [GenerateResponse, LegacyResponse, HealthResponse, InfoResponse, ErrorResponse,
+                   TokenEvent, StreamError]
 DOCS_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 
 ERRORS = {
@@ -76,6 +79,19 @@ def error(status: int) -> dict:
             "content": json_content(ref(ErrorResponse))}
 
 
+def stream_event() -> dict:
+    """Each server-sent event: a `data:` line of JSON (OpenAPI 3.1 describes one event)."""
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"anyOf": [ref(TokenEvent), ref(GenerateResponse), ref(StreamError)]},
+        }},
+    }
+
+
 def generate_operation() -> dict:
     return {
         "operationId": "generate",
@@ -84,7 +100,16 @@ def generate_operation() -> dict:
             "Send `{\"text\": \"제목\", ...parameters}`; the answer has the text, each sequence "
             "and details. The original Lambda handler's `{\"context\": {\"main_title\": "
             "\"제목\"}}` is answered in its own shape `{\"answer\": {\"gen_text\": [...]}}`. "
-            "A generation stops at the time budget with `finish_reason: \"time\"`."
+            "A generation stops at the time budget with `finish_reason: \"time\"`. "
+            "With `\"stream\": true` the answer is `text/event-stream`: one event "
+            "`data: {\"token\": {\"id\": N, \"text\": \"...\"}}` per new token (the texts "
+            "join to the continuation of the title; `</s>` is not a token event), then one "
+            "last event holding the GenerateResponse object, or "
+            "`{\"error\", \"error_type\", \"request_id\"}` if the generation failed after "
+            "its first token. Every refusal (400–503) comes before the stream starts, as JSON. "
+            "A stream carries one sequence: `num_return_sequences` > 1 with `stream` is 422. "
+            "Behind a buffering proxy (API Gateway REST through Zappa) the events arrive "
+            "all at once at the end."
         ),
         "requestBody": {
             "required": True,
@@ -92,8 +117,11 @@ def generate_operation() -> dict:
         },
         "responses": {
             "200": ok(
-                "The generated text.",
-                json_content({"anyOf": [ref(GenerateResponse), ref(LegacyResponse)]}),
+                "The generated text; with `\"stream\": true`, server-sent events.",
+                {
+                    **json_content({"anyOf": [ref(GenerateResponse), ref(LegacyResponse)]}),
+                    "text/event-stream": {"schema": stream_event()},
+                },
                 **{"X-Generated-Tokens": {"$ref": "#/components/headers/X-Generated-Tokens"}},
             ),
             **{str(status): error(status) for status in ERRORS},
@@ -152,9 +180,10 @@ def document(settings) -> dict:
                 "X-Time-Ms": {"description": "Time the server spent on the request.",
                               "required": True, "schema": {"type": "string",
                                                            "pattern": "^[0-9]+$"}},
-                "X-Generated-Tokens": {"description": "New tokens generated (longest sequence).",
-                                       "required": True, "schema": {"type": "string",
-                                                                    "pattern": "^[0-9]+$"}},
+                "X-Generated-Tokens": {"description": "New tokens generated (longest sequence); "
+                                       "not on a stream, whose headers go out before its end.",
+                                       "required": False, "schema": {"type": "string",
+                                                                     "pattern": "^[0-9]+$"}},
                 "Retry-After": {"description": "Seconds to wait before trying again.",
                                 "required": True, "schema": {"type": "string",
                                                              "pattern": "^[0-9]+$"}},
