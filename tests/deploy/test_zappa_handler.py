@@ -10,6 +10,7 @@ import re
 import shutil
 
 import pytest
+from events import parse_events, split_stream
 from lambda_task import (
     ROOT,
     api_event,
@@ -189,3 +190,24 @@ def test_the_page_and_its_assets_live_under_the_stage_prefix(run):
     assert assets
     responses = run(*[api_event("GET", url.removeprefix("/dev").split("?")[0]) for url in assets])
     assert [response["statusCode"] for response in responses] == [200] * len(assets)
+
+
+def test_a_stream_arrives_whole_as_a_complete_event_stream(run):
+    """API Gateway REST (v1 proxy) buffers: Zappa's handler returns the whole stream at once.
+    It must still be a valid event stream, ending with the answer, and say the same as the
+    non-streamed answer."""
+    headers = {"Content-Type": "application/json", "Origin": ORIGIN}
+    body = {"text": TITLE, "max_new_tokens": 12}
+    streamed, plain = run(
+        api_event("POST", "/generate", body={**body, "stream": True}, headers=headers),
+        api_event("POST", "/generate", body=body, headers=headers),
+    )
+    assert streamed["statusCode"] == 200 and not streamed.get("isBase64Encoded")
+    response_headers = headers_of(streamed)
+    assert response_headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert response_headers["access-control-allow-origin"] == "*"
+    tokens, last = split_stream(parse_events(streamed["body"]))
+    answer = json_of(plain)
+    assert last["generated_text"] == answer["generated_text"]
+    assert TITLE + "".join(t["text"] for t in tokens) == answer["generated_text"]
+    assert len(tokens) == 12
