@@ -58,6 +58,13 @@ class TokenStream:
         self.error = None
 
     def start(self, release) -> None:
+        try:
+            self._start(release)
+        except BaseException:  # no thread to release the slot
+            release()
+            raise
+
+    def _start(self, release) -> None:
         generator = get_generator()
         pieces = generator.text_stream(self.prompt)
 
@@ -131,11 +138,14 @@ class TokenStream:
     def _end(self, *, cancelled: bool) -> None:
         if not self._ended.acquire(blocking=False):
             return
-        if cancelled:  # the result, if the generation stopped in time, says how far it got
+        if cancelled:  # how the generation ended, if it stopped in time, for the log line
             with contextlib.suppress(queue.Empty):
-                while (item := self._items.get_nowait())[0] != "done":
-                    pass
-                self.result = item[1]
+                while True:
+                    kind, value = self._items.get_nowait()
+                    if kind == "done":
+                        self.result = value
+                    elif kind == "error":
+                        self._error_event(value)
         line = self._access_line
         if line is None:  # not served through the app (nothing to log)
             return
