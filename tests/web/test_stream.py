@@ -63,6 +63,16 @@ def test_the_slot_is_free_after_a_stream(app, client):
     assert client.get("/info").get_json()["concurrency"]["running"] == 0
 
 
+def test_a_stream_stops_at_the_time_budget_and_frees_its_slot(make_app):
+    client = make_app(time_budget_s=0.05).test_client()
+    client.post("/generate", json={"text": TITLE, "max_new_tokens": 1})  # load first
+    response = stream(client, max_new_tokens=250, repetition_penalty=1.0)
+    tokens, last = split_stream(parse_events(response.get_data(as_text=True)))
+    assert last["details"]["finish_reason"] == "time" and 1 <= len(tokens) < 250
+    assert TITLE + "".join(t["text"] for t in tokens) == last["generated_text"]
+    assert client.get("/info").get_json()["concurrency"]["running"] == 0
+
+
 def test_several_sequences_cannot_stream(client):
     response = stream(client, do_sample=True, num_return_sequences=2)
     message = assert_error(response, 422, "validation_error")
