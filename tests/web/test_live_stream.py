@@ -10,6 +10,9 @@ from live_server import get_json, open_stream, post_json
 TITLE = "근육이 커지기 위해서는"
 HANGUL_ONLY_TITLES = ["가나다라", "서울의봄은", "김치찌개를끓이려면"]
 LONG = {"max_new_tokens": 1000, "repetition_penalty": 1.0}  # no EOS on the stand-ins
+# Each engine's model dir, by the name of the conftest fixture that builds it on the tiny
+# stand-in; an engine added to the app is added here.
+ENGINES = {"transformers": "tiny_model_dir", "ctranslate2": "tiny_ct2_dir"}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +55,23 @@ def test_events_join_to_the_final_text(server, server_log):
     line = access_line(server_log, "joined")
     assert (line["status"], line["tokens"], line["finish_reason"]) == (200, 60, "length")
     assert "cancelled" not in line and TITLE not in json.dumps(line, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_greedy_streamed_is_greedy_not_streamed_on_every_engine(live_server, request, engine):
+    model_dir = request.getfixturevalue(ENGINES[engine])
+    body = {"text": TITLE, "max_new_tokens": 40, "repetition_penalty": 1.2}
+    with live_server(model=str(model_dir), engine=engine) as base:
+        _, plain = post_json(f"{base}/generate", body)
+        tokens, last = split_stream(read_stream(base, body))
+    assert last["details"]["engine"] == engine
+    assert TITLE + "".join(t["text"] for t in tokens) == plain["generated_text"]
+    assert len(tokens) == plain["details"]["generated_tokens"] - (
+        plain["details"]["finish_reason"] == "eos")
+    # The last event is the non-streamed answer itself, but for the time it took.
+    for answer in (last, plain):
+        answer["details"].pop("time_ms")
+    assert last == plain
 
 
 @pytest.mark.parametrize("title", HANGUL_ONLY_TITLES)

@@ -1,44 +1,21 @@
 """POST /generate with "stream": true, in process: the events, the refusals before a stream
-starts, a failure after it, the slot and the log line. Against gunicorn: test_live_stream.py."""
+starts, a failure after it, the slot and the log line. Against gunicorn, every engine
+included: test_live_stream.py."""
 
 import json
 import threading
 
-import pytest
 from answers import assert_error
 from events import parse_events, split_stream
 
 from kogpt2.model import ModelLoading, Progress
 
 TITLE = "근육이 커지기 위해서는"
-# Each engine's model dir, by the name of the conftest fixture that builds it on the tiny
-# stand-in; an engine added to the app is added here.
-ENGINES = {"transformers": "tiny_model_dir", "ctranslate2": "tiny_ct2_dir"}
 
 
 def stream(client, headers=None, **body):
     return client.post("/generate", json={"text": TITLE, "stream": True, **body},
                        headers=headers or {})
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-def test_greedy_streamed_is_greedy_not_streamed_on_every_engine(make_app, request, engine):
-    model_dir = request.getfixturevalue(ENGINES[engine])
-    client = make_app(model=str(model_dir), engine=engine).test_client()
-    body = {"text": TITLE, "max_new_tokens": 40, "repetition_penalty": 1.2}
-    plain = client.post("/generate", json=body).get_json()
-    response = stream(client, **body)
-    assert response.status_code == 200
-    tokens, last = split_stream(parse_events(response.get_data(as_text=True)))
-    assert last["details"]["engine"] == engine
-    assert last["generated_text"] == plain["generated_text"]
-    assert TITLE + "".join(t["text"] for t in tokens) == plain["generated_text"]
-    assert len(tokens) == plain["details"]["generated_tokens"] - (
-        plain["details"]["finish_reason"] == "eos")
-    # The last event is the non-streamed answer itself, but for the time it took.
-    for answer in (last, plain):
-        answer["details"].pop("time_ms")
-    assert last == plain
 
 
 def test_a_stream_is_an_event_stream_with_the_usual_headers(client):
