@@ -22,10 +22,6 @@ from lambda_task import (
 SETTINGS = json.loads((ROOT / "zappa_settings.json").read_text())
 ORIGIN = "https://example.org"
 TITLE = "근육이 커지기 위해서는"
-needs_page = pytest.mark.skipif(
-    not (ROOT / "templates").is_dir(),
-    reason="the page (templates/, static/) comes with issue 4, not merged on this branch",
-)
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +29,7 @@ def task_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("var-task")
     shutil.copy2(ROOT / "app.py", root)
     for folder in ("kogpt2", "templates", "static"):
-        if (ROOT / folder).is_dir():
-            shutil.copytree(ROOT / folder, root / folder,
-                            ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     save_python_settings(ROOT, "dev", root)
     return root
 
@@ -176,7 +170,6 @@ def test_the_scheduled_warm_up_loads_the_model_of_the_serving_app(run):
     assert json_of(after) == {"status": "ok", "model_loaded": True}
 
 
-@needs_page
 def test_the_page_and_its_assets_live_under_the_stage_prefix(run):
     (page,) = run(api_event("GET", "/", headers={"Accept": "text/html"}))
     assert page["statusCode"] == 200
