@@ -5,9 +5,11 @@ The task root holds what the image's runtime stage copies and the `zappa_setting
 environment is the dev stage's `aws_environment_variables`, pointed at the tiny stand-in.
 """
 
+import base64
 import json
 import re
 import shutil
+from urllib.parse import quote
 
 import pytest
 from lambda_task import (
@@ -15,6 +17,7 @@ from lambda_task import (
     api_event,
     headers_of,
     invoke,
+    invoke_logged,
     save_python_settings,
     scheduled_event,
 )
@@ -24,14 +27,18 @@ ORIGIN = "https://example.org"
 TITLE = "근육이 커지기 위해서는"
 
 
-@pytest.fixture(scope="module")
-def task_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("var-task")
+def make_task_root(root, settings_dir=ROOT):
+    """What the image's runtime stage copies, and the dev stage's zappa_settings.py."""
     shutil.copy2(ROOT / "app.py", root)
     for folder in ("kogpt2", "templates", "static"):
         shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    save_python_settings(ROOT, "dev", root)
+    save_python_settings(settings_dir, "dev", root)
     return root
+
+
+@pytest.fixture(scope="module")
+def task_root(tmp_path_factory):
+    return make_task_root(tmp_path_factory.mktemp("var-task"))
 
 
 @pytest.fixture
@@ -181,3 +188,78 @@ def test_the_page_and_its_assets_live_under_the_stage_prefix(run):
     assert assets
     responses = run(*[api_event("GET", url.removeprefix("/dev").split("?")[0]) for url in assets])
     assert [response["statusCode"] for response in responses] == [200] * len(assets)
+
+
+# --- Titles stay out of the function's log (CloudWatch gets all the process writes) ---------
+
+SECRET_TITLE = "로그에남으면안되는제목"  # in no other test, template or message
+
+
+def secret_events():
+    """The page's example link (with a Referer carrying it too), and /generate, plain and base64."""
+    body = {"text": SECRET_TITLE, "max_new_tokens": 3}
+    json_headers = {"Content-Type": "application/json", "Origin": ORIGIN}
+    return [
+        api_event("GET", "/", query={"text": SECRET_TITLE}, headers={
+            "Accept": "text/html", "Referer": f"https://example.org/?text={quote(SECRET_TITLE)}"}),
+        api_event("POST", "/generate", body=body, headers=json_headers),
+        api_event("POST", "/generate", body=body, headers=json_headers, base64_body=True),
+    ]
+
+
+def traces_of_secret():
+    """Every form in which the title or its body could reach a log line."""
+    body = json.dumps({"text": SECRET_TITLE, "max_new_tokens": 3}, ensure_ascii=False)
+    return {
+        SECRET_TITLE,
+        quote(SECRET_TITLE),  # a query string
+        quote(SECRET_TITLE).lower(),
+        json.dumps(SECRET_TITLE)[1:-1],  # \\uXXXX escapes
+        "".join(f"\\\\x{byte:02x}" for byte in SECRET_TITLE.encode()),  # repr() of the bytes
+        base64.b64encode(body.encode()).decode(),  # an isBase64Encoded body
+    }
+
+
+@pytest.fixture(scope="module")
+def debug_task_root(tmp_path_factory):
+    """The dev stage with Zappa's defaults for `debug` and `log_level`: every event logged."""
+    settings = json.loads((ROOT / "zappa_settings.json").read_text())
+    settings["dev"].update(debug=True, log_level="DEBUG")
+    settings_dir = tmp_path_factory.mktemp("debug-settings")
+    (settings_dir / "zappa_settings.json").write_text(json.dumps(settings))
+    root = make_task_root(tmp_path_factory.mktemp("var-task-debug"), settings_dir)
+    assert "LOG_LEVEL='DEBUG'" in (root / "zappa_settings.py").read_text()
+    return root
+
+
+def serve_secret(root, lambda_env, tmp_path, **env):
+    responses, log = invoke_logged(root, secret_events(), {**lambda_env, **env}, tmp_path)
+    assert [response["statusCode"] for response in responses] == [200, 200, 200]
+    return log
+
+
+def test_the_log_holds_no_title_at_info(task_root, lambda_env, tmp_path):
+    log = serve_secret(task_root, lambda_env, tmp_path)
+    leaks = [trace for trace in traces_of_secret() if trace in log]
+    assert not leaks, log
+    # Zappa's access line is still written, with the path and without the query string.
+    assert re.search(r'"GET / HTTP/1\.1" 200 \d+ "https://example\.org/" "curl', log), log
+    assert log.count('"POST /generate HTTP/1.1" 200') == 2, log
+
+
+def test_the_log_holds_no_title_with_zappa_debug_logging(debug_task_root, lambda_env, tmp_path):
+    log = serve_secret(debug_task_root, lambda_env, tmp_path)
+    leaks = [trace for trace in traces_of_secret() if trace in log]
+    assert not leaks, log
+    assert "Zappa Event:" not in log
+    assert "DEBUG:zappa.handler:host found" in log  # DEBUG records do reach the log
+
+
+def test_log_prompts_lets_the_title_into_the_log(debug_task_root, lambda_env, tmp_path):
+    log = serve_secret(debug_task_root, lambda_env, tmp_path, KOGPT2_LOG_PROMPTS="true")
+    access = [json.loads(line) for line in log.splitlines() if line.startswith('{"request_id"')]
+    assert [line["prompt"] for line in access if line["route"] == "/generate"] == [
+        SECRET_TITLE, SECRET_TITLE]
+    # What the filter removes when the setting is off: the query string and the event dump.
+    assert f'"GET /?text={quote(SECRET_TITLE)} HTTP/1.1"' in log
+    assert "Zappa Event:" in log and SECRET_TITLE in log.split("Zappa Event:")[2]
