@@ -190,6 +190,13 @@ def test_the_page_and_its_assets_live_under_the_stage_prefix(run):
     assert [response["statusCode"] for response in responses] == [200] * len(assets)
 
 
+def test_openapi_servers_carry_the_stage_prefix(run):
+    # A client generated from the document must call /dev/generate, not /generate.
+    (response,) = run(api_event("GET", "/openapi.json"))
+    assert response["statusCode"] == 200
+    assert json_of(response)["servers"] == [{"url": "/dev"}]
+
+
 # --- Titles stay out of the function's log (CloudWatch gets all the process writes) ---------
 
 SECRET_TITLE = "로그에남으면안되는제목"  # in no other test, template or message
