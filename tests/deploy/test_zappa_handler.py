@@ -120,6 +120,32 @@ def test_preflight_gets_cors_headers_from_the_app(run):
     assert "content-type" in headers["access-control-allow-headers"].lower()
 
 
+def test_browsers_may_send_the_api_key_header(run):
+    # A stage with api_key_required wants `x-api-key` on every call; from a page, that header
+    # needs the app's preflight answer to allow it.
+    (response,) = run(api_event("OPTIONS", "/generate", headers={
+        "Origin": ORIGIN,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,x-api-key",
+    }))
+    assert response["statusCode"] == 200
+    allowed = headers_of(response)["access-control-allow-headers"].lower()
+    assert {"content-type", "x-api-key"} <= {name.strip() for name in allowed.split(",")}
+
+
+def test_production_origins_let_no_other_site_in(run):
+    origins = SETTINGS["production"]["aws_environment_variables"]["KOGPT2_CORS_ORIGINS"]
+    preflight, same_origin = run(
+        api_event("OPTIONS", "/generate", headers={
+            "Origin": ORIGIN, "Access-Control-Request-Method": "POST"}),
+        api_event("POST", "/generate", body={"text": TITLE, "max_new_tokens": 2},
+                  headers={"Content-Type": "application/json"}),
+        KOGPT2_CORS_ORIGINS=origins,
+    )
+    assert "access-control-allow-origin" not in headers_of(preflight)
+    assert same_origin["statusCode"] == 200  # the page, served from the API's own URL
+
+
 def test_bad_requests_get_json_errors_with_cors_headers(run):
     headers = {"Content-Type": "application/json", "Origin": ORIGIN}
     not_json, invalid, wrong_type, unknown = run(
