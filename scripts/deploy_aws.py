@@ -319,10 +319,11 @@ def function_exists(stage: str) -> bool:
         return False
     deployed = function["Configuration"].get("Architectures", ["x86_64"])[0]
     if deployed != architecture:
-        # zappa update would push an image of the new architecture to a function of the old.
+        # zappa update would push an image of the new architecture to a function of the old:
+        # Zappa passes the architecture only when it creates the function.
         raise DeployError(
-            f"{name} runs on {deployed} and the stage now says {architecture}; Lambda sets a "
-            f"function's architecture when it creates it. To change it (the URL changes too):\n"
+            f"{name} runs on {deployed} and the stage now says {architecture}; zappa update "
+            f"never changes a function's architecture. To change it (the URL changes too):\n"
             f"    make undeploy STAGE={stage}\n    make deploy STAGE={stage}")
     return True
 
@@ -447,6 +448,15 @@ def main(argv: list[str]) -> int:
         result = command(*argv[1:])
     except DeployError as exc:
         print(f"deploy: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # AWS's answer (no credentials, a missing permission, a quota) says what to fix; the
+        # traceback through boto3 says nothing more.
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not isinstance(exc, (BotoCoreError, ClientError)):
+            raise
+        print(f"deploy: {argv[0]}: {exc}", file=sys.stderr)
         return 2
     return 1 if result is False else 0
 

@@ -535,6 +535,10 @@ def test_no_credentials_is_a_clear_error(run_deploy, aws):
     assert "Traceback" not in process.stderr
     assert [call[0] for call in calls] == ["info"]
     assert aws("ecr").describe_repositories()["repositories"] == []
+    process, calls = run_deploy("dev", "undeploy", credentials=False)
+    assert process.returncode != 0
+    assert "deploy: remove-usage-plan: Unable to locate credentials" in process.stderr
+    assert "Traceback" not in process.stderr
 
 
 def test_unknown_stage_and_missing_settings_are_clear_errors(run_deploy, project):
