@@ -26,9 +26,9 @@ def warm_up(event=None, context=None) -> dict:
     """Load the model now. Zappa's scheduled `events` call this so users never wait for the load."""
     generator = app.extensions["kogpt2"]
     started = time.monotonic()
-    engine = generator.load()
+    engine = generator.load(wait=True)
     return {
-        "model": generator.model,
+        "model": generator.public_name,
         "engine": engine.name,
         "loaded": generator.loaded,
         "load_ms": round((time.monotonic() - started) * 1000),

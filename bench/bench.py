@@ -268,7 +268,8 @@ def prepare_models(args) -> tuple[Path, dict[str, Path]]:
         out = models / f"{source.name}-ct2-{quantization}"
         if not (out / "model.bin").is_file():
             print(f"converting {source} to {quantization} in {out}", file=sys.stderr)
-            convert(str(source), out, quantization=quantization, force=True)
+            convert(str(source), out, engine="ctranslate2", weight_format=quantization,
+                    force=True)
         converted[quantization] = out
     return source, converted
 

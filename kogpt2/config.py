@@ -12,11 +12,24 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KOGPT2_", extra="forbid", frozen=True)
 
     model: str = Field("skt/kogpt2-base-v2", description="Hub id or local model directory.")
-    engine: Literal["auto", "transformers", "ctranslate2"] = Field(
-        "auto", description="auto: ctranslate2 for a converted directory, else transformers."
+    model_name: str | None = Field(
+        None, description="The model's public name in answers; default: its hub id."
     )
-    compute_type: Literal["default", "int8", "int8_float32", "float32"] = Field(
-        "default", description="ctranslate2's compute type; default: as converted."
+    revision: str | None = Field(None, description="Hub revision of a hub id; default: main.")
+    engine: Literal["auto", "openvino", "ctranslate2", "transformers"] = Field(
+        "auto",
+        description="auto: the directory's own engine; a transformers model is prepared for "
+        "the fastest installed engine.",
+    )
+    compute_type: str = Field(
+        "default", pattern=r"^[a-z0-9_]{1,32}$",
+        description="The engine's compute type; default: the engine's choice.",
+    )
+    weight_format: Literal["int8", "float32"] = Field(
+        "int8", description="Weights of a prepared copy (openvino, ctranslate2)."
+    )
+    cache_dir: str | None = Field(
+        None, description="Where prepared copies are kept; default: ~/.cache/kogpt2."
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         ["*"], description="Comma-separated origins allowed to call the API; * for any."

@@ -1,69 +1,69 @@
 #!/usr/bin/env python3
-"""Convert a KoGPT2 model (transformers format) into a CTranslate2 directory that serves alone.
+"""Prepare a KoGPT2 model (transformers format) for a fast engine, ahead of time.
 
-    python scripts/convert.py skt/kogpt2-base-v2 models/kogpt2-ct2 --quantization int8
-    python scripts/convert.py models/kogpt2-stand-in models/stand-in-ct2 --quantization int8
+    python scripts/convert.py skt/kogpt2-base-v2 models/kogpt2-ct2 --engine ctranslate2
+    python scripts/convert.py models/kogpt2-stand-in models/stand-in-int8 --weight-format int8
 
-OUT_DIR gets CTranslate2's model.bin, config.json and vocabulary, plus KoGPT2's tokenizer.json
-and a tokenizer_config.json, so `KOGPT2_MODEL=OUT_DIR` serves with the ctranslate2 engine
-without torch or transformers. Converting needs both (requirements.txt has them).
+OUT_DIR gets the engine's model, KoGPT2's tokenizer.json and a kogpt2-model.json recording the
+source (hub id and revision) it came from, so `KOGPT2_MODEL=OUT_DIR` serves it without torch or
+transformers. Preparing needs both (requirements.txt has them). The server does the same on
+its own, into its cache, when given a transformers model; this is the way to do it at build time.
 """
 
 import argparse
-import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-QUANTIZATIONS = ["int8", "int8_float32", "float32"]  # what CTranslate2 computes on CPUs
+from kogpt2.model import engines, hub, prepare  # noqa: E402
+from kogpt2.model.seam import ModelLoadError  # noqa: E402
+from kogpt2.model.source import is_local, local_source  # noqa: E402
+
+PREPARED = [kind for kind in engines.ENGINES.values() if kind is not engines.TRANSFORMERS]
+DEFAULT_ENGINE = engines.PREFERRED[0].name
 
 
-def kogpt2_converter(source_dir: str):
-    from ctranslate2.converters import TransformersConverter
-    from transformers import PreTrainedTokenizerFast
-
-    from kogpt2.model.transformers_engine import KOGPT2_SPECIAL_TOKENS
-
-    class KoGPT2Converter(TransformersConverter):
-        # AutoTokenizer would add <|endoftext|> as a 51,201st token, which the model lacks.
-        def load_tokenizer(self, tokenizer_class, model_name_or_path, **kwargs):
-            return PreTrainedTokenizerFast.from_pretrained(
-                model_name_or_path, **KOGPT2_SPECIAL_TOKENS, **kwargs
-            )
-
-    return KoGPT2Converter(source_dir)
+def say(stage: str, fraction: float | None = None) -> None:
+    done = "" if fraction is None else f" ({round(fraction * 100)}%)"
+    print(f"convert: {stage}{done}", file=sys.stderr, flush=True)
 
 
-def convert(source: str, out_dir, *, quantization: str = "int8", force: bool = False) -> Path:
-    """Write the CTranslate2 model of `source` (hub id or directory) and its tokenizer."""
-    from kogpt2.model.engine import ModelLoadError, check_local_dir, is_local, short_reason
-    from kogpt2.model.hub import snapshot
-    from kogpt2.model.transformers_engine import KOGPT2_SPECIAL_TOKENS
-
+def convert(source: str, out_dir, *, engine: str = DEFAULT_ENGINE, weight_format: str = "int8",
+            revision: str | None = None, force: bool = False, progress=say) -> Path:
+    """Write `engine`'s copy of `source` (hub id or transformers directory) into `out_dir`."""
+    kind = engines.ENGINES[engine]
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise SystemExit(f"convert: {out} exists; pass --force to replace it")
     try:
-        source_dir = check_local_dir(source if is_local(source) else snapshot(source))
+        if is_local(source):
+            origin = local_source(source)
+        else:
+            origin = hub.cached(source, revision) or hub.download(
+                source, revision, lambda done: progress("downloading", done)
+            )
+        if engines.kind_of(origin.path) is not engines.TRANSFORMERS:
+            raise ModelLoadError(f"{source!r} is not a transformers model directory")
+        if out.resolve() == origin.path.resolve():
+            raise ModelLoadError("OUT_DIR must differ from the source directory")
+        if weight_format not in kind.weight_formats:
+            raise ModelLoadError(
+                f"the {engine} engine takes --weight-format {' or '.join(kind.weight_formats)}"
+            )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            prepare.write_entry(origin, kind, weight_format, work, progress)
+            if out.exists():
+                shutil.rmtree(out)
+            work.rename(out)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     except ModelLoadError as exc:
         raise SystemExit(f"convert: {exc}") from exc
-    out = Path(out_dir)
-    if out.resolve() == source_dir.resolve():
-        raise SystemExit("convert: OUT_DIR must differ from the source directory")
-    try:
-        kogpt2_converter(str(source_dir)).convert(str(out), quantization=quantization, force=force)
-    except RuntimeError as exc:  # CTranslate2 refuses an existing OUT_DIR this way
-        raise SystemExit(f"convert: {short_reason(exc)}") from exc
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"convert: could not convert {source!r}: {short_reason(exc)}") from exc
-    model_config = json.loads((source_dir / "config.json").read_text(encoding="utf-8"))
-    shutil.copyfile(source_dir / "tokenizer.json", out / "tokenizer.json")
-    tokenizer_config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        **KOGPT2_SPECIAL_TOKENS,
-        # The ctranslate2 engine reads the model's positions here: CTranslate2 doesn't keep them.
-        "model_max_length": model_config["n_positions"],
-    }
-    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
     return out
 
 
@@ -71,12 +71,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", help="hub id or local transformers model directory")
     parser.add_argument("out_dir", help="directory to write")
-    parser.add_argument("--quantization", choices=QUANTIZATIONS, default="int8",
-                        help="weight type of the converted model (default: int8)")
-    parser.add_argument("--force", action="store_true", help="overwrite OUT_DIR if it exists")
+    parser.add_argument("--engine", choices=[kind.name for kind in PREPARED],
+                        default=DEFAULT_ENGINE, help=f"default: {DEFAULT_ENGINE}")
+    parser.add_argument("--weight-format", "--quantization", dest="weight_format",
+                        default="int8", choices=["int8", "float32"],
+                        help="weights of the prepared model (default: int8)")
+    parser.add_argument("--revision", help="hub revision of a hub id (default: main)")
+    parser.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     args = parser.parse_args(argv)
-    out = convert(args.source, args.out_dir, quantization=args.quantization, force=args.force)
-    print(f"wrote {args.quantization} CTranslate2 model to {out}")
+    out = convert(args.source, args.out_dir, engine=args.engine,
+                  weight_format=args.weight_format, revision=args.revision, force=args.force)
+    print(f"wrote the {args.engine} {args.weight_format} model to {out}")
     return 0
 
 

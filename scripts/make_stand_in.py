@@ -17,17 +17,12 @@ import shutil
 import sys
 from pathlib import Path
 
-DEFAULT_SOURCE = Path(__file__).resolve().parent.parent.parent / "shared" / "kogpt2"
-SPECIAL_TOKENS = ["<s>", "</s>", "<usr>", "<pad>", "<sys>", "<unk>", "<mask>", "<d>", "</d>"]
-TOKENIZER_CONFIG = {
-    "tokenizer_class": "PreTrainedTokenizerFast",
-    "bos_token": "</s>",
-    "eos_token": "</s>",
-    "unk_token": "<unk>",
-    "pad_token": "<pad>",
-    "mask_token": "<mask>",
-    "model_max_length": 1024,
-}
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from kogpt2.model.vocab import SPECIAL_TOKENS, tokenizer_config  # noqa: E402
+
+DEFAULT_SOURCE = ROOT.parent / "shared" / "kogpt2"
 KOGPT2_CONFIG = {  # skt/kogpt2-base-v2, used where no config.json is at hand
     "model_type": "gpt2", "activation_function": "gelu_new", "bos_token_id": 0,
     "eos_token_id": 1, "pad_token_id": 3, "n_positions": 1024, "n_embd": 768,
@@ -80,7 +75,8 @@ def make_stand_in(out_dir, *, tiny=False, source=DEFAULT_SOURCE, seed=0) -> Path
         )
     if tiny:
         values.update(TINY)
-    (out / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
+    config = tokenizer_config(values["n_positions"])
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(GPT2Config(**values))
     model.save_pretrained(out)

@@ -1,7 +1,18 @@
+import logging
+
 import pytest
 from make_stand_in import make_stand_in
 
 from app import create_app
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """Prepared models go to a cache of this run's own, for the app and for servers it starts."""
+    path = tmp_path_factory.mktemp("kogpt2-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KOGPT2_CACHE_DIR", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")
@@ -15,7 +26,9 @@ def tiny_ct2_dir(tiny_model_dir, tmp_path_factory):
     """The tiny stand-in converted by scripts/convert.py to CTranslate2 int8 (the default)."""
     from convert import convert
 
-    return convert(str(tiny_model_dir), tmp_path_factory.mktemp("tiny-ct2") / "int8")
+    return convert(
+        str(tiny_model_dir), tmp_path_factory.mktemp("tiny-ct2") / "int8", engine="ctranslate2"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +37,7 @@ def tiny_ct2_float32_dir(tiny_model_dir, tmp_path_factory):
     from convert import convert
 
     out = tmp_path_factory.mktemp("tiny-ct2") / "float32"
-    return convert(str(tiny_model_dir), out, quantization="float32")
+    return convert(str(tiny_model_dir), out, engine="ctranslate2", weight_format="float32")
 
 
 @pytest.fixture
@@ -72,3 +85,19 @@ def live_server(tiny_model_dir):
         return gunicorn(env, *args, script_name=script_name)
 
     return start
+
+
+@pytest.fixture
+def access_lines():
+    """The lines the kogpt2.access logger writes (one JSON object per request)."""
+    lines = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("kogpt2.access")
+    handler = Collect()
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)

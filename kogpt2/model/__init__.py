@@ -1,7 +1,6 @@
-"""Model layer: loads KoGPT2 and generates text. Knows torch/transformers, nothing about the web."""
+"""Model layer: checks requests, loads KoGPT2 and generates text. Knows engines, not the web."""
 
-from .engine import ModelLoadError, available_cpus
-from .generator import Generator, InvalidInput
+from .generator import Generator, Prompt
 from .params import (
     DEFAULT_TOTAL_TOKENS,
     MAX_PROMPT_CHARS,
@@ -9,6 +8,7 @@ from .params import (
     GenerationResult,
     Sequence,
 )
+from .seam import InvalidInput, ModelLoadError, ModelLoading, Progress, available_cpus
 
 __all__ = [
     "DEFAULT_TOTAL_TOKENS",
@@ -18,6 +18,9 @@ __all__ = [
     "Generator",
     "InvalidInput",
     "ModelLoadError",
+    "ModelLoading",
+    "Progress",
+    "Prompt",
     "Sequence",
     "available_cpus",
 ]

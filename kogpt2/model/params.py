@@ -1,9 +1,10 @@
 """Typed, bounded inputs and outputs of one generation (no web, no torch)."""
 
 from dataclasses import dataclass
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .seam import FinishReason
 
 # The original Lambda handler called generate(max_length=90): 90 tokens including the prompt.
 DEFAULT_TOTAL_TOKENS = 90
@@ -11,7 +12,7 @@ MAX_PROMPT_CHARS = 1000
 MAX_RETURN_SEQUENCES = 4
 MAX_SEED = 2**32 - 1
 
-FinishReason = Literal["length", "eos", "time"]
+
 
 
 class GenerationParams(BaseModel):

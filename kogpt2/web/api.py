@@ -4,7 +4,7 @@ import time
 
 from flask import Blueprint, current_app, g, request
 
-from ..model import MAX_PROMPT_CHARS, GenerationParams
+from ..model import MAX_PROMPT_CHARS, GenerationParams, GenerationResult, Prompt
 from .errors import APIError
 from .limits import get_limit
 from .schemas import (
@@ -32,17 +32,27 @@ def json_body():
         raise APIError(400, "invalid_json", f"The body is not valid JSON: {exc}") from exc
 
 
-def generate_text(text: str, params: GenerationParams):
-    """Run one generation within the time budget, counted from the request's arrival.
+def check(text: str, params: GenerationParams) -> Prompt:
+    """Everything that needs no model, and the token limits, before a slot is taken."""
+    g.prompt = text  # logged only with KOGPT2_LOG_PROMPTS
+    return get_generator().check(text, params)
+
+
+def deadline() -> float:
+    """The request's time budget ends here, counted from its arrival."""
+    started = g.get("request_started") or time.monotonic()
+    return started + get_settings().time_budget_s
+
+
+def generate_text(prompt: Prompt) -> GenerationResult:
+    """Run one checked generation within the time budget.
 
     Waiting for a generation slot counts in the budget, so queued requests still answer
     within API Gateway's 29 s; a request that can't get a slot in time gets 429.
     """
-    started = g.get("request_started") or time.monotonic()
-    deadline = started + get_settings().time_budget_s
-    g.prompt = text  # logged only with KOGPT2_LOG_PROMPTS
-    with get_limit().slot(deadline):
-        result = get_generator().generate(text, params, deadline=deadline)
+    until = deadline()
+    with get_limit().slot(until):
+        result = get_generator().run(prompt, deadline=until)
     g.generated_tokens = result.generated_tokens
     return result
 
@@ -52,16 +62,21 @@ def generate():
     body = json_body()
     if isinstance(body, dict) and "context" in body:
         legacy = LegacyRequest.model_validate(body)
-        result = generate_text(legacy.context.main_title, GenerationParams())
+        result = generate_text(check(legacy.context.main_title, GenerationParams()))
         return LegacyResponse.from_result(result).model_dump()
     generate_request = GenerateRequest.model_validate(body)
-    result = generate_text(generate_request.text, generate_request.params())
+    result = generate_text(check(generate_request.text, generate_request.params()))
     return GenerateResponse.from_result(result).model_dump()
 
 
 @bp.get("/health")
 def health():
-    return HealthResponse(status="ok", model_loaded=get_generator().loaded).model_dump()
+    """Liveness and the model's state; never loads the model."""
+    generator = get_generator()
+    state = generator.state
+    status = {"ready": "ok", "failed": "failed"}.get(state, "starting")
+    answer = HealthResponse(status=status, model_state=state, model_loaded=generator.loaded)
+    return answer.model_dump(), 503 if state == "failed" else 200
 
 
 @bp.get("/info")
@@ -72,19 +87,21 @@ def info():
 def service_info() -> dict:
     """The model, the server's limits and each parameter's JSON schema (bounds, defaults)."""
     generator, settings = get_generator(), get_settings()
-    engine = generator.engine
+    engine, progress = generator.engine, generator.progress
     return {
-        "model": generator.model,
+        "model": generator.public_name,
+        "revision": generator.public_revision,
+        "state": generator.state,
+        "progress": {"stage": progress.stage, "percent": progress.percent} if progress else None,
         "loaded": generator.loaded,
         "engine": engine.name if engine else settings.engine,
         "compute_type": engine.compute_type if engine else None,
         "threads": settings.threads,
-        "load_error": generator.last_load_error,
         "load_count": generator.load_count,
         "limits": {
             "max_prompt_chars": MAX_PROMPT_CHARS,
             "max_new_tokens": settings.max_new_tokens,
-            "max_positions": engine.max_positions if engine else None,
+            "max_positions": generator.max_positions,
             "time_budget_s": settings.time_budget_s,
             "max_body_bytes": settings.max_body_bytes,
         },

@@ -1,13 +1,17 @@
-"""Every error leaves the service as JSON of one shape: {"error": ..., "error_type": ...}."""
+"""One description of every error, rendered by both faces: JSON for the API, a message on the
+page. What a caller reads says what they can do; what went wrong inside (paths, library
+messages, tracebacks) goes only to the log line of the request, under its id.
+"""
 
 import logging
 import math
+from dataclasses import dataclass, field
 
-from flask import jsonify
+from flask import g, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from ..model import InvalidInput, ModelLoadError
+from ..model import InvalidInput, ModelLoadError, ModelLoading
 from .state import get_settings
 
 log = logging.getLogger(__name__)
@@ -20,72 +24,99 @@ HTTP_ERROR_TYPES = {
     415: "unsupported_media_type",
     429: "overloaded",
 }
-MODEL_HINT = (
-    "Set KOGPT2_MODEL to a local model directory (a downloaded or converted KoGPT2, "
-    "or a stand-in made by scripts/make_stand_in.py) if the hub can't be reached."
-)
+ERROR_TYPES = sorted({
+    *HTTP_ERROR_TYPES.values(), "invalid_json", "validation_error", "internal_error",
+    "model_loading", "model_unavailable",
+})
+MAX_PROBLEMS = 5  # a body of thousands of unknown keys gets a short answer
+LOADING_RETRY_S = 5
 
 
+@dataclass
 class APIError(Exception):
-    def __init__(self, status: int, error_type: str, message: str, headers=None):
-        super().__init__(message)
-        self.status, self.error_type, self.message = status, error_type, message
-        self.headers = headers or {}
+    """An error as callers see it; `detail` is for the log only."""
 
+    status: int
+    error_type: str
+    message: str
+    headers: dict = field(default_factory=dict)
+    detail: str | None = None
 
-def error_response(status: int, error_type: str, message: str, headers=None):
-    response = jsonify(error=message, error_type=error_type)
-    response.status_code = status
-    response.headers.update(headers or {})
-    return response
+    def __post_init__(self):
+        super().__init__(self.message)
 
 
 def describe_validation_error(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
     problems = []
-    for error in exc.errors(include_url=False, include_input=False):
+    for error in errors[:MAX_PROBLEMS]:
         where = ".".join(str(part) for part in error["loc"]) or "body"
         message = error["msg"].removeprefix("Value error, ")
         problems.append(f"{where}: {message}")
+    if len(errors) > MAX_PROBLEMS:
+        problems.append(f"and {len(errors) - MAX_PROBLEMS} more")
     return "Invalid request: " + "; ".join(problems)
 
 
-def handle_api_error(exc: APIError):
-    return error_response(exc.status, exc.error_type, exc.message, exc.headers)
+def retry_after(seconds: float) -> dict:
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
-def handle_http_error(exc: HTTPException):
-    if exc.code is None or exc.code >= 500:
-        return handle_unexpected(exc)
-    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-    error_type = HTTP_ERROR_TYPES.get(exc.code, "http_error")
-    return error_response(exc.code, error_type, exc.description or exc.name, headers)
-
-
-def handle_validation_error(exc: ValidationError):
-    return error_response(422, "validation_error", describe_validation_error(exc))
-
-
-def handle_invalid_input(exc: InvalidInput):
-    return error_response(422, "validation_error", f"Invalid request: {exc}")
-
-
-def handle_model_load_error(exc: ModelLoadError):
-    retry_after = max(1, math.ceil(get_settings().load_retry_s))
-    message = f"The model is not available: {exc}. {MODEL_HINT}"
-    return error_response(503, "model_unavailable", message, {"Retry-After": str(retry_after)})
-
-
-def handle_unexpected(exc: Exception):
-    log.exception("unhandled error", exc_info=exc)
-    return error_response(
-        500, "internal_error", "The server failed to answer this request; it has been logged."
+def describe(exc: Exception) -> APIError:
+    """What callers are told about `exc`."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, HTTPException) and exc.code is not None and exc.code < 500:
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        error_type = HTTP_ERROR_TYPES.get(exc.code, "http_error")
+        return APIError(exc.code, error_type, exc.description or exc.name, headers)
+    if isinstance(exc, ValidationError):
+        return APIError(422, "validation_error", describe_validation_error(exc))
+    if isinstance(exc, InvalidInput):
+        return APIError(422, "validation_error", f"Invalid request: {exc}")
+    if isinstance(exc, ModelLoading):
+        progress = exc.progress
+        return APIError(
+            503, "model_loading",
+            f"The model is being prepared: {progress.stage}, {progress.percent}% done. "
+            f"Try again in a few seconds.",
+            retry_after(LOADING_RETRY_S),
+        )
+    if isinstance(exc, ModelLoadError):
+        return APIError(
+            503, "model_unavailable",
+            "The model is not available right now. Try again later; if it persists, tell "
+            "the operator this request's id (X-Request-ID).",
+            retry_after(get_settings().load_retry_s),
+            detail=str(exc),
+        )
+    return APIError(
+        500, "internal_error",
+        "The server failed to answer this request. If it persists, tell the operator this "
+        "request's id (X-Request-ID).",
     )
 
 
+def resolve(exc: Exception) -> APIError:
+    """Describe `exc` for the caller, and keep it (and a bug's traceback) for the log."""
+    error = describe(exc)
+    if error.error_type == "internal_error":
+        log.exception("unhandled error (request %s)", g.get("request_id"), exc_info=exc)
+    g.error = error  # this request's log line (kogpt2.access) names it
+    return error
+
+
+def error_response(error: APIError):
+    response = jsonify(error=error.message, error_type=error.error_type,
+                       request_id=g.get("request_id"))
+    response.status_code = error.status
+    response.headers.update(error.headers)
+    return response
+
+
+def handle(exc: Exception):
+    return error_response(resolve(exc))
+
+
 def init_app(app) -> None:
-    app.register_error_handler(APIError, handle_api_error)
-    app.register_error_handler(HTTPException, handle_http_error)
-    app.register_error_handler(ValidationError, handle_validation_error)
-    app.register_error_handler(InvalidInput, handle_invalid_input)
-    app.register_error_handler(ModelLoadError, handle_model_load_error)
-    app.register_error_handler(Exception, handle_unexpected)
+    app.register_error_handler(Exception, handle)

@@ -10,11 +10,14 @@ def _refuse_constant(name):
 
 
 def _unique_keys(pairs):
-    keys = [key for key, _ in pairs]
-    duplicates = sorted({key for key in keys if keys.count(key) > 1})
-    if duplicates:
-        raise ValueError(f"duplicate key(s) {', '.join(map(repr, duplicates))}")
-    return dict(pairs)
+    result = dict(pairs)
+    if len(result) < len(pairs):  # linear: a body of thousands of keys costs milliseconds
+        seen, duplicates = set(), set()
+        for key, _ in pairs:
+            (duplicates if key in seen else seen).add(key)
+        shown = sorted(duplicates)[:5]
+        raise ValueError(f"duplicate key(s) {', '.join(map(repr, shown))}")
+    return result
 
 
 class StrictJSONProvider(DefaultJSONProvider):

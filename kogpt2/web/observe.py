@@ -68,8 +68,11 @@ def log_request(response, time_ms: int, tokens: int | None) -> None:
         "tokens": tokens,
         "time_ms": time_ms,
     }
-    if response.status_code >= 400 and response.is_json:
-        line["error_type"] = (response.get_json(silent=True) or {}).get("error_type")
+    error = g.get("error")
+    if error is not None:
+        line["error_type"] = error.error_type
+        if error.detail:  # for the operator: may name paths, never the prompt
+            line["error_detail"] = error.detail
     if get_settings().log_prompts and g.get("prompt") is not None:
         line["prompt"] = g.prompt
     access_log.info(json.dumps(line, ensure_ascii=False))

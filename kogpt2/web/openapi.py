@@ -7,7 +7,7 @@ import json
 from flask import Blueprint, Response, render_template_string, request, url_for
 from pydantic.json_schema import models_json_schema
 
-from .errors import HTTP_ERROR_TYPES
+from .errors import ERROR_TYPES
 from .observe import REQUEST_ID
 from .schemas import (
     ErrorResponse,
@@ -35,9 +35,10 @@ ERRORS = {
     "(`validation_error`): the message names each field and what is wrong.",
     429: "Every generation slot is busy and the queue is full or did not move in time "
     "(`overloaded`). Retry after `Retry-After` seconds.",
-    500: "A bug (`internal_error`); logged on the server, no details sent.",
-    503: "The model can't be loaded (`model_unavailable`); the message says why. A later "
-    "request retries the load.",
+    500: "A bug (`internal_error`); logged on the server under the request id, no details sent.",
+    503: "The model is being prepared (`model_loading`: the message says the stage and how far "
+    "it is) or can't be loaded (`model_unavailable`: the server's log says why, under the "
+    "request id). Retry after `Retry-After` seconds; a later request retries a failed load.",
 }
 RETRY_AFTER = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
 
@@ -120,10 +121,9 @@ def document(settings) -> dict:
             "version": "1",
             "description": (
                 "Type a title (제목), get Korean text written by KoGPT2 (skt/kogpt2-base-v2). "
-                "Every error is JSON `{\"error\", \"error_type\"}`; error types: "
-                + ", ".join(sorted({*HTTP_ERROR_TYPES.values(), "invalid_json",
-                                    "validation_error", "internal_error",
-                                    "model_unavailable"}))
+                "Every error is JSON `{\"error\", \"error_type\", \"request_id\"}`; "
+                "error types: "
+                + ", ".join(ERROR_TYPES)
                 + f". The server caps max_new_tokens at {settings.max_new_tokens} and "
                 f"stops a generation after {settings.time_budget_s:g} s."
             ),

@@ -6,9 +6,10 @@ to POST /, which validates with the API's own GenerateRequest and renders the re
 
 from dataclasses import dataclass
 
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, render_template, request
 
-from .api import generate_text, service_info
+from .api import check, generate_text, service_info
+from .errors import resolve
 from .schemas import GenerateRequest, GenerateResponse
 from .state import get_settings
 
@@ -59,6 +60,7 @@ NUMBER_FIELDS = DECODING_FIELDS + SAMPLING_FIELDS
 # Korean headlines over the API's (English) error message; the page's script uses them too.
 ERROR_HEADLINES = {
     "validation_error": "입력을 확인해 주세요.",
+    "model_loading": "모델을 준비하는 중입니다. 잠시 뒤에 다시 해 보세요.",
     "model_unavailable": "모델을 불러오지 못했습니다. 잠시 뒤에 다시 해 보세요.",
     "payload_too_large": "입력이 너무 큽니다.",
     "overloaded": "요청이 몰려 있습니다. 잠시 뒤에 다시 해 보세요.",
@@ -121,17 +123,6 @@ def describe_result(title: str, response: GenerateResponse, time_budget_s: float
     }
 
 
-def describe_error(exc: Exception) -> tuple[int, dict, dict]:
-    """The status, message and headers the JSON API gives for `exc`, for the page to show."""
-    # The app's own error handlers answer (and log what's unexpected), so the page and the API
-    # give the same status and words for the same mistake.
-    answer = current_app.handle_user_exception(exc)
-    body = answer.get_json()
-    headers = {k: v for k, v in answer.headers if k == "Retry-After"}
-    headline = ERROR_HEADLINES.get(body["error_type"], ERROR_HEADLINES["other"])
-    return answer.status_code, {"headline": headline, "message": body["error"]}, headers
-
-
 def render_page(values: dict, *, result=None, error=None):
     info = service_info()
     return render_template(
@@ -164,10 +155,12 @@ def submit():
     try:
         form = request.form.to_dict()
         generate_request = GenerateRequest.model_validate(typed_form(form))
-        result = generate_text(generate_request.text, generate_request.params())
+        result = generate_text(check(generate_request.text, generate_request.params()))
     except Exception as exc:  # shown on the page in the API's words, never as JSON
-        status, error, headers = describe_error(exc)
-        return render_page(form, error=error), status, headers
+        error = resolve(exc)  # the same description the API gives
+        headline = ERROR_HEADLINES.get(error.error_type, ERROR_HEADLINES["other"])
+        shown = {"headline": headline, "message": error.message}
+        return render_page(form, error=shown), error.status, error.headers
     response = GenerateResponse.from_result(result)
     budget = get_settings().time_budget_s
     return render_page(form, result=describe_result(generate_request.text, response, budget))

@@ -106,12 +106,22 @@ class LegacyResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    error: str = Field(description="What went wrong, in words a person can act on.")
+    error: str = Field(description="What went wrong and what the caller can do.")
     error_type: str
+    request_id: str | None = Field(
+        description="This request's id (X-Request-ID): the server's log line for it says more."
+    )
+
+
+ModelState = Literal["not_loaded", "loading", "ready", "failed"]
 
 
 class HealthResponse(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "starting", "failed"] = Field(
+        description="ok: the model is loaded; starting: not yet (it loads on the first request "
+        "or warm-up); failed: its last load failed (answered with 503)."
+    )
+    model_state: ModelState
     model_loaded: bool = Field(description="Whether this process has loaded the model yet.")
 
 
@@ -131,15 +141,22 @@ class InfoConcurrency(BaseModel):
     waiting: int
 
 
+class InfoProgress(BaseModel):
+    stage: str = Field(description="What the model's preparation is doing, in words.")
+    percent: int = Field(ge=0, le=100)
+
+
 class InfoResponse(BaseModel):
     """Documents GET /info; the schema tests check the route's answer against it."""
 
-    model: str
+    model: str = Field(description="The model's public name (a hub id).")
+    revision: str | None = Field(description="The hub commit it was made from, if known.")
+    state: ModelState
+    progress: InfoProgress | None = Field(description="While the model is being prepared.")
     loaded: bool
     engine: str
     compute_type: str | None
     threads: int
-    load_error: str | None
     load_count: int = Field(description="Model loads in this process: 1 once loaded.")
     limits: InfoLimits
     concurrency: InfoConcurrency

@@ -13,9 +13,13 @@ def attach(app, settings: Settings) -> Generator:
         settings.model,
         engine=settings.engine,
         compute_type=settings.compute_type,
+        weight_format=settings.weight_format,
         threads=settings.threads,
         max_new_tokens=settings.max_new_tokens,
         load_retry_s=settings.load_retry_s,
+        cache_dir=settings.cache_dir,
+        model_name=settings.model_name,
+        revision=settings.revision,
     )
     app.extensions[EXTENSION] = generator
     app.config["KOGPT2_SETTINGS"] = settings

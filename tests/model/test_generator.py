@@ -11,8 +11,9 @@ from kogpt2.model import (
     Generator,
     InvalidInput,
     ModelLoadError,
+    ModelLoading,
 )
-from kogpt2.model import engine as engine_module
+from kogpt2.model import engines as engine_kinds
 
 TITLE = "근육이 커지기 위해서는"
 HANGUL = re.compile("[가-힣]")
@@ -102,15 +103,15 @@ def test_blank_and_overlong_text_are_refused(generator):
 
 
 def test_concurrent_first_calls_load_once(tiny_model_dir, monkeypatch):
-    real_load = engine_module.load_engine
+    real_load = engine_kinds.load
     calls = []
 
-    def slow_load(*args):
+    def slow_load(*args, **kwargs):
         calls.append(args)
         time.sleep(0.3)  # widen the window in which a second load could start
-        return real_load(*args)
+        return real_load(*args, **kwargs)
 
-    monkeypatch.setattr("kogpt2.model.generator.load_engine", slow_load)
+    monkeypatch.setattr("kogpt2.model.engines.load", slow_load)
     generator = Generator(str(tiny_model_dir), engine="transformers")
     barrier = threading.Barrier(16)
     engines = []
@@ -139,15 +140,15 @@ def test_load_failure_is_kept_visible_then_recovers(tiny_model_dir, tmp_path):
     assert generator.last_load_error is None
 
 
-def test_a_recent_failure_is_not_retried_at_once(tmp_path, monkeypatch):
+def test_a_recent_failure_is_not_retried_at_once(tiny_model_dir, monkeypatch):
     calls = []
 
-    def failing_load(*args):
+    def failing_load(*args, **kwargs):
         calls.append(args)
         raise ModelLoadError("broken")
 
-    monkeypatch.setattr("kogpt2.model.generator.load_engine", failing_load)
-    generator = Generator(str(tmp_path), load_retry_s=60)
+    monkeypatch.setattr("kogpt2.model.engines.load", failing_load)
+    generator = Generator(str(tiny_model_dir), engine="transformers", load_retry_s=60)
     for _ in range(3):
         with pytest.raises(ModelLoadError):
             generator.load()
@@ -164,6 +165,10 @@ def test_corrupt_weights_give_a_load_error(tiny_model_dir, tmp_path):
 def test_unreachable_hub_fails_fast_with_the_reason(monkeypatch, unused_port):
     monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{unused_port}")
     started = time.monotonic()
+    generator = Generator("kogpt2-tests/not-in-any-cache")
+    with pytest.raises(ModelLoading):
+        generator.load()  # the download runs in the background
     with pytest.raises(ModelLoadError, match="hub .* can't be reached"):
-        Generator("kogpt2-tests/not-in-any-cache").load()
+        generator.load(wait=True)
     assert time.monotonic() - started < 10
+    assert generator.state == "failed"

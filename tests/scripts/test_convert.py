@@ -10,14 +10,19 @@ TITLE = "근육이 커지기 위해서는"
 
 def test_converted_directory_serves_end_to_end(tiny_model_dir, tmp_path, make_app, capsys):
     out = tmp_path / "ct2"
-    assert main([str(tiny_model_dir), str(out), "--quantization", "int8"]) == 0
-    assert "wrote int8 CTranslate2 model" in capsys.readouterr().out
-    assert {"model.bin", "config.json", "tokenizer.json", "tokenizer_config.json"} <= {
-        path.name for path in out.iterdir()
-    }
+    assert main([str(tiny_model_dir), str(out), "--engine", "ctranslate2",
+                 "--quantization", "int8"]) == 0
+    said = capsys.readouterr()
+    assert "wrote the ctranslate2 int8 model" in said.out
+    assert "convert: converting to CTranslate2 int8" in said.err  # progress, as it goes
+    assert {"model.bin", "config.json", "tokenizer.json", "tokenizer_config.json",
+            "kogpt2-model.json"} <= {path.name for path in out.iterdir()}
     tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
     assert tokenizer_config["bos_token"] == tokenizer_config["eos_token"] == "</s>"
     assert tokenizer_config["model_max_length"] == 1024
+    metadata = json.loads((out / "kogpt2-model.json").read_text())
+    assert metadata["engine"] == "ctranslate2" and metadata["weight_format"] == "int8"
+    assert metadata["source"] == str(tiny_model_dir) and metadata["max_positions"] == 1024
 
     client = make_app(model=str(out), engine="auto").test_client()
     response = client.post("/generate", json={"text": TITLE, "max_new_tokens": 12})
@@ -33,7 +38,7 @@ def test_a_source_without_tokenizer_config_keeps_kogpt2s_vocabulary(tiny_model_d
     # AutoTokenizer alone would add <|endoftext|> and the converter would refuse the model.
     source = shutil.copytree(tiny_model_dir, tmp_path / "source")
     (source / "tokenizer_config.json").unlink()
-    assert main([str(source), str(tmp_path / "ct2")]) == 0
+    assert main([str(source), str(tmp_path / "ct2"), "--engine", "ctranslate2"]) == 0
     vocabulary = json.loads((tmp_path / "ct2" / "vocabulary.json").read_text())
     config = json.loads((source / "config.json").read_text())
     assert len(vocabulary) == config["vocab_size"]
@@ -42,8 +47,9 @@ def test_a_source_without_tokenizer_config_keeps_kogpt2s_vocabulary(tiny_model_d
 def test_an_existing_output_needs_force(tiny_ct2_dir, tiny_model_dir, tmp_path):
     out = shutil.copytree(tiny_ct2_dir, tmp_path / "ct2")
     with pytest.raises(SystemExit, match="--force"):
-        main([str(tiny_model_dir), str(out)])
-    assert main([str(tiny_model_dir), str(out), "--force", "--quantization", "float32"]) == 0
+        main([str(tiny_model_dir), str(out), "--engine", "ctranslate2"])
+    assert main([str(tiny_model_dir), str(out), "--engine", "ctranslate2", "--force",
+                 "--quantization", "float32"]) == 0
 
 
 def test_a_missing_source_is_named(tmp_path):

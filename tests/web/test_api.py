@@ -1,20 +1,13 @@
+import json
 import re
 import shutil
 import threading
 
 import pytest
+from answers import assert_error
 
 TITLE = "근육이 커지기 위해서는"
 HANGUL = re.compile("[가-힣]")
-
-
-def assert_error(response, status, error_type):
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert set(body) == {"error", "error_type"}, body
-    assert body["error_type"] == error_type
-    assert body["error"] and "Traceback" not in body["error"]
-    return body["error"]
 
 
 def test_generate_answers_korean_text_starting_with_the_title(client):
@@ -115,11 +108,10 @@ def test_prompt_plus_new_tokens_over_1024_positions_is_422(make_app):
     assert "1024 positions" in assert_error(response, 422, "validation_error")
 
 
-def test_nan_is_refused(client):
+def test_nan_is_not_json(client):
     body = '{"text": "제목", "temperature": NaN}'
     response = client.post("/generate", data=body, content_type="application/json")
-    assert response.status_code in (400, 422)
-    assert set(response.get_json()) == {"error", "error_type"}
+    assert "NaN" in assert_error(response, 400, "invalid_json")
 
 
 def test_unknown_route_and_wrong_method_are_json(client):
@@ -129,11 +121,17 @@ def test_unknown_route_and_wrong_method_are_json(client):
     assert "POST" in response.headers["Allow"]
 
 
-def test_health_does_not_load_the_model(app, client):
+def test_health_does_not_load_the_model_and_says_its_state(app, client):
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "model_loaded": False}
+    assert response.get_json() == {
+        "status": "starting", "model_state": "not_loaded", "model_loaded": False,
+    }
     assert app.extensions["kogpt2"].load_count == 0
+    client.post("/generate", json={"text": TITLE, "max_new_tokens": 1})
+    assert client.get("/health").get_json() == {
+        "status": "ok", "model_state": "ready", "model_loaded": True,
+    }
 
 
 def test_info_tells_model_engine_and_limits(client):
@@ -142,6 +140,9 @@ def test_info_tells_model_engine_and_limits(client):
     client.post("/generate", json={"text": TITLE, "max_new_tokens": 2})
     info = client.get("/info").get_json()
     assert info["loaded"] is True and info["engine"] == "transformers"
+    assert (info["model"], info["state"], info["progress"]) == (
+        "skt/kogpt2-base-v2", "ready", None
+    )
     assert info["limits"] == {
         "max_prompt_chars": 1000, "max_new_tokens": 256, "max_positions": 1024,
         "time_budget_s": 20.0, "max_body_bytes": 65536,
@@ -169,24 +170,37 @@ def test_sixteen_concurrent_first_requests_load_the_model_once(make_app):
     assert app.extensions["kogpt2"].load_count == 1
 
 
-def test_model_load_failure_is_503_then_recovers(make_app, tiny_model_dir, tmp_path):
+def test_model_load_failure_is_503_then_recovers(make_app, tiny_model_dir, tmp_path,
+                                                 access_lines):
     model_dir = tmp_path / "model"
     client = make_app(model=str(model_dir)).test_client()
     response = client.post("/generate", json={"text": TITLE})
     message = assert_error(response, 503, "model_unavailable")
-    assert "KOGPT2_MODEL" in message and str(model_dir) in message
+    assert str(tmp_path) not in response.get_data(as_text=True)
     assert int(response.headers["Retry-After"]) >= 1
-    assert client.get("/info").get_json()["load_error"]
+    assert client.get("/health").status_code == 503
+    assert client.get("/info").get_json()["state"] == "failed"
+    # The operator finds why in the log line of that request id.
+    line = json.loads(access_lines[0])
+    assert line["request_id"] == response.headers["X-Request-ID"]
+    assert str(model_dir) in line["error_detail"] and "does not exist" in line["error_detail"]
+    assert "Try again" in message
     shutil.copytree(tiny_model_dir, model_dir)
     assert client.post("/generate", json={"text": TITLE}).status_code == 200
 
 
-def test_unreachable_hub_says_to_set_kogpt2_model(make_app, monkeypatch, unused_port):
+def test_unreachable_hub_is_503_loading_then_unavailable(make_app, monkeypatch, unused_port):
     monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{unused_port}")
-    client = make_app(model="kogpt2-tests/not-in-any-cache").test_client()
-    message = assert_error(client.post("/generate", json={"text": TITLE}), 503,
-                           "model_unavailable")
-    assert "can't be reached" in message and "KOGPT2_MODEL" in message
+    app = make_app(model="kogpt2-tests/not-in-any-cache", load_retry_s=60)
+    client = app.test_client()
+    first = client.post("/generate", json={"text": TITLE})  # starts the download
+    assert "being prepared" in assert_error(first, 503, "model_loading")
+    assert int(first.headers["Retry-After"]) >= 1
+    with pytest.raises(Exception, match="can't be reached"):
+        app.extensions["kogpt2"].load(wait=True)
+    later = client.post("/generate", json={"text": TITLE})
+    assert_error(later, 503, "model_unavailable")
+    assert "127.0.0.1" not in later.get_data(as_text=True)
 
 
 def test_deadline_stops_a_long_generation(make_app):
@@ -203,7 +217,7 @@ def test_an_unexpected_error_is_a_json_500_without_traceback(app, client, monkey
     def explode(*args, **kwargs):
         raise RuntimeError("secret internals /srv/app.py line 12")
 
-    monkeypatch.setattr(app.extensions["kogpt2"], "generate", explode)
+    monkeypatch.setattr(app.extensions["kogpt2"], "run", explode)
     response = client.post("/generate", json={"text": TITLE})
     message = assert_error(response, 500, "internal_error")
     assert "secret" not in message
@@ -250,7 +264,7 @@ def test_no_response_ever_contains_a_traceback(client):
         text = response.get_data(as_text=True)
         assert 400 <= response.status_code < 500, (kwargs, text)
         assert "Traceback" not in text and 'File "' not in text
-        assert set(response.get_json()) == {"error", "error_type"}
+        assert set(response.get_json()) == {"error", "error_type", "request_id"}
 
 
 @pytest.mark.parametrize(

@@ -102,25 +102,20 @@ def test_settings_read_the_limits_from_the_environment(monkeypatch):
     assert (settings.max_concurrency, settings.queue_size, settings.queue_timeout_s) == (3, 0, 2.5)
 
 
-def test_lambda_runs_one_generation_per_instance(monkeypatch):
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "kogpt2-dev")
-    assert Settings().max_concurrency == 1
-
-
 def test_an_overloaded_server_answers_429_and_stays_healthy(make_app, monkeypatch):
     app = make_app(max_concurrency=1, queue_size=0)
     generator = app.extensions["kogpt2"]
     client = app.test_client()
     assert client.post("/generate", json={"text": TITLE, "max_new_tokens": 1}).status_code == 200
     started, release = threading.Event(), threading.Event()
-    real_generate = generator.generate
+    real_run = generator.run
 
-    def slow_generate(*args, **kwargs):
+    def slow_run(*args, **kwargs):
         started.set()
         release.wait(10)
-        return real_generate(*args, **kwargs)
+        return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(generator, "generate", slow_generate)
+    monkeypatch.setattr(generator, "run", slow_run)
     statuses = []
     busy = threading.Thread(target=lambda: statuses.append(app.test_client().post(
         "/generate", json={"text": TITLE, "max_new_tokens": 1}).status_code))

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
+from answers import assert_error
 
 TITLE = "근육이 커지기 위해서는"
 
@@ -38,13 +39,14 @@ def test_a_broken_model_is_a_clear_503_until_fixed_without_restart(
     client = make_app(model=str(model)).test_client()
     for _ in range(2):  # stays a 503, and the server keeps answering
         response = client.post("/generate", json={"text": TITLE, "max_new_tokens": 2})
-        assert response.status_code == 503
-        body = response.get_json()
-        assert body["error_type"] == "model_unavailable"
-        assert str(model) in body["error"] and "KOGPT2_MODEL" in body["error"]
-        assert "Traceback" not in body["error"]
+        assert_error(response, 503, "model_unavailable")
         assert int(response.headers["Retry-After"]) >= 1
-        assert client.get("/health").get_json() == {"status": "ok", "model_loaded": False}
+        health = client.get("/health")
+        assert (health.status_code, health.get_json()["model_state"]) == (503, "failed")
+        # No part of the path reaches a caller: not the answer, /info or the page.
+        for answer in (response, client.get("/info"), client.get("/"), health):
+            text = answer.get_data(as_text=True)
+            assert str(tmp_path) not in text and "model.safetensors" not in text
     shutil.rmtree(model, ignore_errors=True)
     shutil.copytree(tiny_model_dir, model)
     response = client.post("/generate", json={"text": TITLE, "max_new_tokens": 2})

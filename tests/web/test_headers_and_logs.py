@@ -1,5 +1,4 @@
 import json
-import logging
 import re
 
 import pytest
@@ -10,22 +9,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
-
-
-@pytest.fixture
-def access_lines():
-    """The JSON lines the kogpt2.access logger writes, parsed."""
-    lines = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    logger = logging.getLogger("kogpt2.access")
-    handler = Collect()
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
 
 
 def test_a_valid_request_id_is_echoed(client):
@@ -110,7 +93,7 @@ def test_an_internal_error_is_logged_as_500(app, client, access_lines, monkeypat
     def explode(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(app.extensions["kogpt2"], "generate", explode)
+    monkeypatch.setattr(app.extensions["kogpt2"], "run", explode)
     client.post("/generate", json={"text": TITLE})
     line = json.loads(access_lines[-1])
     assert line["status"] == 500 and line["error_type"] == "internal_error"

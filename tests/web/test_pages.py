@@ -141,13 +141,14 @@ def test_time_budget_cut_is_noted_on_the_page(make_app):
     assert page.shown("time-note") and "0.05초" in page.text("time-note")
 
 
-def test_unavailable_model_is_a_503_page_with_retry_after(make_app):
-    client = make_app(model="kogpt2-tests/not-in-any-cache", load_retry_s=3).test_client()
+def test_unavailable_model_is_a_503_page_with_retry_after(make_app, tmp_path):
+    client = make_app(model=str(tmp_path / "missing"), load_retry_s=3).test_client()
     response = client.post("/", data=FORM)
     assert response.status_code == 503 and response.headers["Retry-After"] == "3"
     page = page_of(response)
     assert page.text("error-headline").startswith("모델을 불러오지 못했습니다")
-    assert "KOGPT2_MODEL" in page.text("error-message")
+    assert "X-Request-ID" in page.text("error-message")
+    assert str(tmp_path) not in response.get_data(as_text=True)
 
 
 def test_markup_in_the_title_is_escaped(client):
@@ -193,7 +194,7 @@ def test_an_unexpected_error_is_a_500_page_without_details(app, client, monkeypa
     def explode(*args, **kwargs):
         raise RuntimeError("secret internals /srv/app.py line 12")
 
-    monkeypatch.setattr(app.extensions["kogpt2"], "generate", explode)
+    monkeypatch.setattr(app.extensions["kogpt2"], "run", explode)
     response = client.post("/", data=FORM)
     assert response.status_code == 500 and response.mimetype == "text/html"
     assert "secret" not in response.get_data(as_text=True)

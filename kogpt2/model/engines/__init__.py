@@ -1,0 +1,68 @@
+"""The engines behind the seam, one module each, imported only when used.
+
+Looking a directory's format up here imports no engine library, so the slim runtime never
+imports torch and a missing engine library is an error only when that engine is asked for.
+"""
+
+import importlib
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..seam import Engine, ModelLoadError
+
+
+@dataclass(frozen=True)
+class EngineKind:
+    name: str
+    module: str  # under kogpt2.model.engines
+    libraries: tuple[str, ...]  # what it needs to serve: their versions key a prepared copy
+    marker_files: tuple[str, ...]  # a directory in its own format has one of these
+    weight_formats: tuple[str, ...]  # what prepare() can write; the first is the default
+
+    def installed(self) -> bool:
+        return all(importlib.util.find_spec(lib) is not None for lib in self.libraries)
+
+    def versions(self) -> dict[str, str]:
+        return {lib: importlib.metadata.version(lib) for lib in self.libraries}
+
+    def holds(self, path: Path) -> bool:
+        return any((path / name).is_file() for name in self.marker_files)
+
+    def module_(self):
+        try:
+            return importlib.import_module(f"{__name__}.{self.module}")
+        except ImportError as exc:
+            raise ModelLoadError(
+                f"the {self.name} engine can't run here: {exc} (install requirements.txt, "
+                "or requirements-slim.txt for a prepared model)"
+            ) from exc
+
+
+TRANSFORMERS = EngineKind(
+    "transformers", "transformers", ("torch", "transformers"),
+    ("model.safetensors", "pytorch_model.bin"), ("float32",),
+)
+CTRANSLATE2 = EngineKind(
+    "ctranslate2", "ctranslate2", ("ctranslate2",), ("model.bin",), ("int8", "float32"),
+)
+ENGINES = {kind.name: kind for kind in (CTRANSLATE2, TRANSFORMERS)}
+# `auto` serves a transformers model with the first of these that is installed, prepared once.
+PREFERRED = [CTRANSLATE2]
+
+
+def kind_of(path: Path) -> EngineKind | None:
+    """The engine whose own format `path` holds; transformers weights win over the rest."""
+    if TRANSFORMERS.holds(path) and (path / "config.json").is_file():
+        return TRANSFORMERS
+    return next((kind for kind in ENGINES.values() if kind.holds(path)), None)
+
+
+def load(kind: EngineKind, model_dir: Path, *, threads: int, compute_type: str) -> Engine:
+    return kind.module_().load(model_dir, threads=threads, compute_type=compute_type)
+
+
+def prepare(kind: EngineKind, source_dir: Path, out_dir: Path, *, weight_format: str,
+            progress) -> None:
+    kind.module_().prepare(source_dir, out_dir, weight_format=weight_format, progress=progress)
