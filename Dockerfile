@@ -43,8 +43,10 @@ WORKDIR /build
 COPY kogpt2/__init__.py kogpt2/
 COPY kogpt2/model/ kogpt2/model/
 COPY scripts/convert.py scripts/
+# transformers serves the checkpoint as downloaded, plus the metadata file that names its
+# hub id and commit (/info shows them), as convert.py writes for the other engines.
 RUN if [ "$ENGINE" = "transformers" ]; then \
-        python -c "import shutil, sys; from huggingface_hub import snapshot_download; from kogpt2.model.hub import MODEL_FILES; shutil.copytree(snapshot_download(sys.argv[1], revision=sys.argv[3], allow_patterns=MODEL_FILES), sys.argv[2])" \
+        python -c "import shutil, sys; from kogpt2.model import hub, vocab; source = hub.download(sys.argv[1], sys.argv[3]); shutil.copytree(source.path, sys.argv[2]); vocab.write_metadata(sys.argv[2], hub_id=source.hub_id, revision=source.revision, source=source.hub_id, engine='transformers')" \
             "$MODEL_ID" /opt/kogpt2/model "$MODEL_REVISION"; \
     else \
         python scripts/convert.py "$MODEL_ID" /opt/kogpt2/model --engine "$ENGINE" \
@@ -60,8 +62,12 @@ ARG MODEL_ID
 ARG MODEL_REVISION
 WORKDIR ${LAMBDA_TASK_ROOT}
 # /tmp is the only writable path on Lambda: every cache goes there. The model is baked in,
-# so the hub is never asked. The handler loads the app during Lambda's init phase.
+# so the hub is never asked. The handler loads the app during Lambda's init phase. The image
+# names its engine: with `auto`, the transformers image would prepare a CTranslate2 copy at
+# every cold start (zappa_settings.json leaves KOGPT2_ENGINE unset, as the function's
+# environment would win over this).
 ENV KOGPT2_MODEL=/opt/kogpt2/model \
+    KOGPT2_ENGINE=${ENGINE} \
     HF_HUB_OFFLINE=1 \
     HF_HOME=/tmp/huggingface \
     XDG_CACHE_HOME=/tmp/cache \

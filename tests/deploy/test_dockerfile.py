@@ -148,8 +148,66 @@ def test_the_model_stage_converts_to_int8_for_the_engine_at_the_revision(tmp_pat
             "scripts/convert.py", "skt/kogpt2-base-v2", "/opt/kogpt2/model",
             "--engine", engine, "--weight-format", "int8", "--revision", "v1.1"]
     code, *args = model_command("transformers", tmp_path, MODEL_ID="someone/gpt")[1:]
-    assert "revision=sys.argv[3]" in code
     assert args == ["someone/gpt", "/opt/kogpt2/model", "main"]
+
+
+def run_model_stage(engine, tmp_path, model_id, *, pythonpath=""):
+    """The model stage's RUN with this venv's python, in the repository (what the stage copies
+    to /build), writing to a temporary directory instead of /opt/kogpt2/model."""
+    (run,) = [value for kind, value in stages()["model"][1] if kind == "RUN"]
+    out = tmp_path / "opt-kogpt2-model"
+    bin_dir = tmp_path / "python-bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bin_dir / "python").chmod(0o755)
+    env = {**os.environ, **global_args(), "ENGINE": engine, "MODEL_ID": model_id,
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": pythonpath}
+    process = subprocess.run(["sh", "-c", run.replace("/opt/kogpt2/model", str(out))],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stdout + process.stderr
+    return out
+
+
+def test_the_converter_takes_the_model_stage_command(tmp_path, tiny_model_dir):
+    from kogpt2.model import engines
+
+    out = run_model_stage("ctranslate2", tmp_path, str(tiny_model_dir))
+    assert engines.kind_of(out) is engines.CTRANSLATE2
+    assert (out / "kogpt2-model.json").is_file()
+
+
+# The hub, for the transformers branch: a snapshot that is the tiny stand-in, at a commit.
+HUB_DOUBLE = """\
+import os
+from pathlib import Path
+
+from kogpt2.model import hub
+from kogpt2.model.source import Source
+
+
+def download(repo_id, revision=None, progress=None):
+    assert (repo_id, revision) == ("someone/gpt", "main"), (repo_id, revision)
+    return Source(Path(os.environ["SNAPSHOT"]), repo_id, "c0ffee" * 6 + "c0de")
+
+
+hub.download = download
+"""
+
+
+def test_the_transformers_image_copies_the_checkpoint_and_names_its_commit(
+        tmp_path, tiny_model_dir, monkeypatch):
+    from kogpt2.model import engines
+    from kogpt2.model.source import local_source
+
+    double = tmp_path / "double"
+    double.mkdir()
+    (double / "sitecustomize.py").write_text(HUB_DOUBLE)
+    monkeypatch.setenv("SNAPSHOT", str(tiny_model_dir))
+    out = run_model_stage("transformers", tmp_path, "someone/gpt",
+                          pythonpath=f"{double}{os.pathsep}{ROOT}")
+    assert engines.kind_of(out) is engines.TRANSFORMERS
+    source = local_source(str(out))
+    assert (source.hub_id, source.revision) == ("someone/gpt", "c0ffee" * 6 + "c0de")
 
 
 def test_the_image_keeps_caches_in_tmp_and_runs_zappa(runtime_instructions):
@@ -161,14 +219,29 @@ def test_the_image_keeps_caches_in_tmp_and_runs_zappa(runtime_instructions):
     assert cmd == ["zappa.handler.lambda_handler"]
 
 
-def image_env(instructions, moved=lambda value: value):
+def image_env(instructions, moved=lambda value: value, build_args=None):
+    """The image's ENV, with the build's ARG values put in as Docker does."""
+    args = {**global_args(), **(build_args or {})}
     env = {}
     for kind, value in instructions:
         if kind == "ENV":
             for pair in shlex.split(value):
                 name, _, setting = pair.partition("=")
+                for arg, arg_value in args.items():
+                    setting = setting.replace("${" + arg + "}", arg_value)
                 env[name] = moved(setting)
     return env
+
+
+def test_the_image_names_its_engine_and_the_stages_leave_it_alone():
+    # `auto` would have the transformers image prepare a CTranslate2 copy at each cold start.
+    for engine in ("openvino", "ctranslate2", "transformers"):
+        instructions = chain(stages({"ENGINE": engine}), "runtime")
+        assert image_env(instructions, build_args={"ENGINE": engine})["KOGPT2_ENGINE"] == engine
+    settings = json.loads((ROOT / "zappa_settings.json").read_text())
+    for stage in settings.values():  # the function's environment would win over the image's
+        for variables in ("aws_environment_variables", "environment_variables"):
+            assert "KOGPT2_ENGINE" not in stage.get(variables, {})
 
 
 def requirement_files(instructions):
@@ -243,7 +316,7 @@ def test_the_image_serves_from_its_layout(image_venv, runtime_instructions, tiny
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
-        **image_env(runtime_instructions, moved),
+        **image_env(runtime_instructions, moved, {"ENGINE": "ctranslate2"}),
         **{name: moved(value) for name, value in settings["aws_environment_variables"].items()},
     }
     assert env["KOGPT2_MODEL"] == str(image_root / "opt/kogpt2/model")
