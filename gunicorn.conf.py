@@ -1,6 +1,6 @@
 """gunicorn settings for serving locally: `gunicorn app:app` reads this file.
 
-Chosen from scripts/bench_serving.py on 2 cores (README, "Serving under load"), full-size
+Chosen from bench/serving.py on 2 cores (README, "Serving under load"), full-size
 stand-in, 20 new tokens per request, 4 clients:
   1 worker,  KOGPT2_MAX_CONCURRENCY=1: 1.10 answers/s, p95 3.9 s, /health max 8 ms, 0.9 GB
   1 worker,  KOGPT2_MAX_CONCURRENCY=2: 1.13 answers/s, p95 3.8 s (the engine runs one at a time)

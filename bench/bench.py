@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+
+from local_server import LocalServer  # noqa: E402
 
 TITLE = "근육이 커지기 위해서는"  # the default request: {"text": TITLE}
 CONCURRENT = 4
@@ -95,13 +96,6 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for process {pid}")
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
-    return found
 
 
 def measure_bandwidth_gbs() -> tuple[float, str]:
@@ -175,38 +169,21 @@ def post(base: str, body: dict) -> tuple[float, dict]:
     return time.monotonic() - started, answer
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class App:
     """`gunicorn app:app` on 127.0.0.1 serving `model_dir` with `engine`."""
 
     def __init__(self, model_dir: Path, engine: str):
-        port = free_port()
-        self.base = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "KOGPT2_MODEL": str(model_dir), "KOGPT2_ENGINE": engine,
+        env = {"KOGPT2_MODEL": str(model_dir), "KOGPT2_ENGINE": engine,
                # The concurrent round queues 3 requests behind one generation; the default
                # 5 s queue timeout would refuse the last of them on the slower engines.
                "KOGPT2_QUEUE_TIMEOUT_S": "20"}
-        command = [sys.executable, "-m", "gunicorn", "app:app", "--bind", f"127.0.0.1:{port}",
-                   "--access-logfile", "/dev/null", "--log-level", "warning"]
         started = time.monotonic()
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env)
+        self.server = LocalServer(env, "--log-level", "warning").start()
+        self.base, self.process = self.server.base, self.server.process
         try:
-            while True:  # up once /health answers; the model loads on the first request
-                if self.process.poll() is not None:
-                    raise SystemExit(f"gunicorn exited with {self.process.returncode}")
-                try:
-                    with urllib.request.urlopen(f"{self.base}/health", timeout=1):
-                        break
-                except OSError:
-                    time.sleep(0.02)
-            post(self.base, {"text": TITLE})
+            post(self.base, {"text": TITLE})  # the model loads on the first request
         except BaseException:
-            self.process.terminate()
+            self.server.stop()
             raise
         self.cold_s = time.monotonic() - started
 
@@ -228,9 +205,8 @@ class App:
     def stop(self) -> tuple[float, str]:
         with urllib.request.urlopen(f"{self.base}/info", timeout=5) as response:
             compute_type = json.loads(response.read())["compute_type"]
-        rss = max(peak_rss_mb(pid) for pid in children(self.process.pid))  # the worker
-        self.process.terminate()
-        self.process.wait(timeout=30)
+        rss = max(peak_rss_mb(pid) for pid in self.server.worker_pids())
+        self.server.stop()
         return rss, compute_type
 
 

@@ -1,3 +1,4 @@
+import contextlib
 import logging
 
 import pytest
@@ -69,7 +70,7 @@ def client(app):
 @pytest.fixture
 def unused_port():
     """A loopback port nothing listens on."""
-    from live_server import free_port
+    from local_server import free_port
 
     return free_port()
 
@@ -77,12 +78,14 @@ def unused_port():
 @pytest.fixture(scope="session")
 def live_server(tiny_model_dir):
     """Factory: `with live_server(**settings) as base_url:` runs gunicorn on 127.0.0.1."""
-    from live_server import gunicorn
+    from local_server import LocalServer
 
+    @contextlib.contextmanager
     def start(*args, script_name="", **settings):
         env = {"KOGPT2_MODEL": str(tiny_model_dir), "KOGPT2_ENGINE": "transformers"}
         env.update({f"KOGPT2_{key.upper()}": str(value) for key, value in settings.items()})
-        return gunicorn(env, *args, script_name=script_name)
+        with LocalServer(env, *args, script_name=script_name) as server:
+            yield server.base
 
     return start
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from live_server import free_port
+from local_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

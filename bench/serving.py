@@ -3,15 +3,13 @@
 
 The numbers behind gunicorn.conf.py and KOGPT2_MAX_CONCURRENCY's default:
 
-    python scripts/bench_serving.py --model /tmp/kogpt2-full --clients 4 --requests 3 \\
+    python bench/serving.py --model /tmp/kogpt2-full --clients 4 --requests 3 \\
         --max-new-tokens 20 --workers 1 --threads 8 --env KOGPT2_MAX_CONCURRENCY=2
 """
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -21,6 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from local_server import LocalServer  # noqa: E402
+
 TITLE = "근육이 커지기 위해서는"
 
 
@@ -44,11 +46,6 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
 def percentile(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
@@ -65,21 +62,12 @@ def main():
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
     args = parser.parse_args()
 
-    port = 8700 + os.getpid() % 200
-    env = {**os.environ, "KOGPT2_MODEL": args.model, "KOGPT2_ENGINE": "transformers"}
+    env = {"KOGPT2_MODEL": args.model, "KOGPT2_ENGINE": "transformers"}
     env.update(item.split("=", 1) for item in args.env)
-    command = [sys.executable, "-m", "gunicorn", "app:app", "--bind", f"127.0.0.1:{port}",
-               "--workers", str(args.workers), "--threads", str(args.threads),
-               "--access-logfile", "/dev/null"]
-    server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    server = LocalServer(env, "--workers", str(args.workers), "--threads", str(args.threads),
+                         quiet=True).start()
+    base = server.base
     try:
-        for _ in range(300):
-            try:
-                call(f"{base}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
         body = {"text": TITLE, "max_new_tokens": args.max_new_tokens, "repetition_penalty": 1.0}
         started = time.monotonic()
         call(f"{base}/generate", {"text": TITLE, "max_new_tokens": 1})  # warm every worker...
@@ -113,11 +101,10 @@ def main():
             "p95_s": round(percentile(ok, 0.95), 2) if ok else None,
             "ok_per_s": round(len(ok) / elapsed, 2),
             "health_max_ms": round(max(health) * 1000, 1) if health else None,
-            "worker_rss_mb": [round(rss_mb(pid)) for pid in children(server.pid)],
+            "worker_rss_mb": [round(rss_mb(pid)) for pid in server.worker_pids()],
         }))
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
 
 
 if __name__ == "__main__":
