@@ -92,13 +92,13 @@ def live_server(tiny_model_dir):
     from local_server import LocalServer
 
     @contextlib.contextmanager
-    def start(*args, script_name="", log_path=None, env=None, **settings):
-        """`log_path` collects the server's stderr; `env` adds other environment variables."""
+    def start(*args, script_name="", log=None, env=None, **settings):
+        """`log` collects the server's stderr; `env` adds other environment variables."""
         environment = {"KOGPT2_MODEL": str(tiny_model_dir), "KOGPT2_ENGINE": "transformers",
                        **(env or {})}
         environment.update({f"KOGPT2_{key.upper()}": str(value) for key, value in settings.items()})
         with LocalServer(environment, *args, script_name=script_name,
-                         log_path=log_path) as server:
+                         log=log) as server:
             yield server.base
 
     return start

@@ -4,6 +4,7 @@ import contextlib
 import http.client
 import json
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -49,3 +50,13 @@ def open_stream(url: str, body: dict, headers: dict | None = None, timeout: floa
         yield response
     finally:
         connection.close()
+def call(url: str, body: dict | None = None, timeout: float = 60) -> tuple[int, dict, dict]:
+    """Status, JSON body and headers of a GET (no body) or a JSON POST, errors included."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.load(response), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.load(error), dict(error.headers)

@@ -9,10 +9,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
-if TYPE_CHECKING:
-    from .params import GenerationParams
+from .params import GenerationParams
 
 FinishReason = Literal["length", "eos", "time", "cancelled"]
 
@@ -88,7 +87,7 @@ class Engine(Protocol):
         prompt_ids: list[int],
         *,
         max_new_tokens: int,
-        params: "GenerationParams",
+        params: GenerationParams,
         seed: int | None,
         watch: Watch,
     ) -> list[EngineOutput]: ...

@@ -4,7 +4,7 @@ and GET /docs, a plain HTML page rendered from that same document (no scripts, n
 
 import json
 
-from flask import Blueprint, Response, render_template_string, url_for
+from flask import Blueprint, Response, render_template_string, request, url_for
 from pydantic.json_schema import models_json_schema
 
 from .errors import ERROR_TYPES
@@ -194,7 +194,9 @@ def document(settings) -> dict:
 
 @bp.get("/openapi.json")
 def openapi_json():
-    return document(get_settings())
+    # Relative to wherever the app is mounted (Zappa: /dev, /production), so a generated
+    # client calls /dev/generate, not /generate at the host's root.
+    return {**document(get_settings()), "servers": [{"url": request.script_root or "/"}]}
 
 
 DOCS_PAGE = """<!doctype html>

@@ -49,7 +49,7 @@ def streaming_server_log(tmp_path_factory):
 @pytest.fixture(scope="session")
 def streaming_server(live_server, streaming_server_log):
     """Room for long generations (a few seconds on the tiny stand-in), its log in a file."""
-    with live_server(max_new_tokens=1000, log_path=streaming_server_log) as base:
+    with live_server(max_new_tokens=1000, log=streaming_server_log) as base:
         urllib.request.urlopen(urllib.request.Request(  # load the model before any test
             f"{base}/generate", data=b'{"text": "warm", "max_new_tokens": 1}',
             headers={"Content-Type": "application/json"}), timeout=120).close()

@@ -50,6 +50,12 @@ def save_python_settings(source_dir: Path, stage: str, task_root: Path) -> Path:
 def invoke(task_root: Path, events: list[dict], env: dict[str, str], tmp_path: Path, *,
            python: str = sys.executable, handler: str = "zappa.handler.lambda_handler"):
     """The handler's response to each event, in one process: one warm container."""
+    return invoke_logged(task_root, events, env, tmp_path, python=python, handler=handler)[0]
+
+
+def invoke_logged(task_root: Path, events: list[dict], env: dict[str, str], tmp_path: Path, *,
+                  python: str = sys.executable, handler: str = "zappa.handler.lambda_handler"):
+    """(responses, log): the log is all the process wrote, as CloudWatch gets a function's."""
     events_file, responses_file = tmp_path / "events.json", tmp_path / "responses.json"
     events_file.write_text(json.dumps(events))
     process = subprocess.run(
@@ -57,12 +63,13 @@ def invoke(task_root: Path, events: list[dict], env: dict[str, str], tmp_path: P
         cwd=task_root, env={**env, "PYTHONPATH": str(task_root)},
         capture_output=True, text=True, timeout=300,
     )
-    assert process.returncode == 0, process.stdout + process.stderr
-    return json.loads(responses_file.read_text())
+    log = process.stdout + process.stderr
+    assert process.returncode == 0, log
+    return json.loads(responses_file.read_text()), log
 
 
 def api_event(method: str, path: str, *, body=None, headers=None, base64_body=False,
-              stage: str = "dev") -> dict:
+              query: dict[str, str] | None = None, stage: str = "dev") -> dict:
     """An API Gateway REST API proxy-integration event, as AWS sends it to the function."""
     headers = {
         "Host": HOST,
@@ -83,8 +90,10 @@ def api_event(method: str, path: str, *, body=None, headers=None, base64_body=Fa
         "httpMethod": method,
         "headers": headers,
         "multiValueHeaders": {name: [value] for name, value in headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": (
+            {name: [value] for name, value in query.items()} if query else None
+        ),
         "pathParameters": None if path == "/" else {"proxy": path.lstrip("/")},
         "stageVariables": None,
         "requestContext": {

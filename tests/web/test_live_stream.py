@@ -23,7 +23,7 @@ def server_log(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(live_server, server_log):
     # No queue: a request that finds the slot taken is refused at once, not served later.
-    with live_server(log_path=server_log, queue_size=0, max_new_tokens=1000) as base:
+    with live_server(log=server_log, queue_size=0, max_new_tokens=1000) as base:
         post_json(f"{base}/generate", {"text": TITLE, "max_new_tokens": 1})  # load the model
         yield base
 

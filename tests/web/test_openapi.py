@@ -53,3 +53,12 @@ def test_docs_page_renders_the_document_without_scripts(client):
 def test_docs_link_follows_the_mount_point(client):
     html = client.get("/docs", base_url="http://localhost/dev").get_data(as_text=True)
     assert 'href="/dev/openapi.json"' in html
+
+
+def test_servers_follow_the_mount_point(app):
+    at_root = app.test_client().get("/openapi.json").get_json()
+    assert at_root["servers"] == [{"url": "/"}]
+    behind_stage = app.test_client().get(
+        "/openapi.json", environ_overrides={"SCRIPT_NAME": "/dev"}).get_json()
+    assert behind_stage["servers"] == [{"url": "/dev"}]
+    assert "/generate" in behind_stage["paths"]  # paths stay relative to the server
