@@ -3,11 +3,11 @@
 from flask_cors import CORS
 
 from ..config import Settings
-from . import api, errors, limits, observe, openapi, pages
+from . import api, errors, limits, observe, openai_api, openapi, pages
 from .json import StrictJSONProvider
 from .state import attach, get_generator, get_settings
 
-API_ROUTES = [r"/generate", r"/health", r"/info", r"/openapi.json"]
+API_ROUTES = [r"/generate", r"/health", r"/info", r"/openapi.json", r"/v1/.*"]
 
 
 def init_app(app, settings: Settings) -> None:
@@ -27,6 +27,7 @@ def init_app(app, settings: Settings) -> None:
         expose_headers=observe.EXPOSED_HEADERS,
     )
     app.register_blueprint(api.bp)
+    openai_api.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(openapi.bp)
 

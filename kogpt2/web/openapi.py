@@ -9,6 +9,13 @@ from pydantic.json_schema import models_json_schema
 
 from .errors import ERROR_TYPES
 from .observe import REQUEST_ID
+from .openai_schemas import (
+    Completion,
+    CompletionRequest,
+    Model,
+    ModelList,
+    OpenAIErrorResponse,
+)
 from .schemas import (
     ErrorResponse,
     GenerateRequest,
@@ -25,6 +32,9 @@ bp = Blueprint("openapi", __name__)
 REQUEST_MODELS = [GenerateRequest, LegacyRequest]
 RESPONSE_MODELS = [GenerateResponse, LegacyResponse, HealthResponse, InfoResponse, ErrorResponse]
 DOCS_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+OPENAI_MODELS = [(CompletionRequest, "validation"), (Completion, "serialization"),
+                 (Model, "serialization"), (ModelList, "serialization"),
+                 (OpenAIErrorResponse, "serialization")]
 
 ERRORS = {
     400: "The body is not valid JSON (`invalid_json`): malformed, not UTF-8, duplicate keys, "
@@ -40,12 +50,26 @@ ERRORS = {
     "it is) or can't be loaded (`model_unavailable`: the server's log says why, under the "
     "request id). Retry after `Retry-After` seconds; a later request retries a failed load.",
 }
+# /v1 answers errors in OpenAI's shape, with OpenAI's statuses (invalid requests are all 400).
+OPENAI_ERRORS = {
+    400: "Not JSON (`code: invalid_json`), not sent as JSON (`unsupported_media_type`), or "
+    "invalid (`validation_error`): wrong types or bounds, unknown fields, fields this server "
+    "does not support (logprobs, suffix, logit_bias, best_of other than n, non-zero "
+    "presence/frequency penalties), an empty or too long prompt, max_tokens over the server's "
+    "cap or, with the prompt, over the model's positions. `param` names the field.",
+    404: "`model` is not the served model (`model_not_found`; see GET /v1/models).",
+    413: ERRORS[413],
+    429: ERRORS[429],
+    500: ERRORS[500],
+    503: ERRORS[503],
+}
 RETRY_AFTER = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
 
 
 def component_schemas() -> dict:
     models = [(m, "validation") for m in REQUEST_MODELS]
     models += [(m, "serialization") for m in RESPONSE_MODELS]
+    models += OPENAI_MODELS
     _, schema = models_json_schema(models, ref_template="#/components/schemas/{model}")
     return schema["$defs"]
 
@@ -70,10 +94,14 @@ def ok(description: str, content: dict, **headers) -> dict:
             "content": content}
 
 
-def error(status: int) -> dict:
+def error(status: int, errors: dict = ERRORS, body=ErrorResponse) -> dict:
     headers = {**common_headers(), **(RETRY_AFTER if status in (429, 503) else {})}
-    return {"description": ERRORS[status], "headers": headers,
-            "content": json_content(ref(ErrorResponse))}
+    return {"description": errors[status], "headers": headers,
+            "content": json_content(ref(body))}
+
+
+def openai_error(status: int) -> dict:
+    return error(status, OPENAI_ERRORS, OpenAIErrorResponse)
 
 
 def generate_operation() -> dict:
@@ -112,6 +140,48 @@ def get_operation(operation_id: str, summary: str, model) -> dict:
     }
 
 
+def completions_operation() -> dict:
+    return {
+        "operationId": "createCompletion",
+        "tags": ["OpenAI-compatible"],
+        "summary": "OpenAI's Completions API: continue a prompt",
+        "description": (
+            "For clients written for OpenAI (base URL `.../v1`). `temperature: 0` decodes "
+            "greedily; `stop` ends a completion before the stop text. A completion cut by the "
+            "time budget ends with `finish_reason: \"length\"` and fewer tokens than "
+            "`max_tokens`."
+        ),
+        "requestBody": {"required": True, "content": json_content(ref(CompletionRequest))},
+        "responses": {
+            "200": ok(
+                "The completion.",
+                json_content(ref(Completion)),
+                **{"X-Generated-Tokens": {"$ref": "#/components/headers/X-Generated-Tokens"}},
+            ),
+            **{str(status): openai_error(status) for status in OPENAI_ERRORS},
+        },
+    }
+
+
+def models_operations() -> dict:
+    retrieve = get_operation("retrieveModel", "The served model", Model)
+    retrieve["parameters"] = [{
+        "name": "model", "in": "path", "required": True, "schema": {"type": "string"},
+        "description": "The model's id; its slash may be sent as %2F.",
+        "example": "skt/kogpt2-base-v2",
+    }]
+    retrieve["responses"]["404"] = openai_error(404)
+    operations = {
+        "/v1/models": {"get": get_operation("listModels", "The served model, as a list",
+                                            ModelList)},
+        "/v1/models/{model}": {"get": retrieve},
+    }
+    for methods in operations.values():
+        methods["get"]["tags"] = ["OpenAI-compatible"]
+        methods["get"]["responses"]["500"] = openai_error(500)
+    return operations
+
+
 def document(settings) -> dict:
     """The API's OpenAPI 3.1 document for an app with these settings."""
     return {
@@ -125,7 +195,9 @@ def document(settings) -> dict:
                 "error types: "
                 + ", ".join(ERROR_TYPES)
                 + f". The server caps max_new_tokens at {settings.max_new_tokens} and "
-                f"stops a generation after {settings.time_budget_s:g} s."
+                f"stops a generation after {settings.time_budget_s:g} s. Under /v1, OpenAI's "
+                "Completions API: errors in OpenAI's shape `{\"error\": {\"message\", "
+                "\"type\", \"param\", \"code\"}}`."
             ),
         },
         "paths": {
@@ -139,6 +211,8 @@ def document(settings) -> dict:
                 "summary": "This document",
                 "responses": {"200": ok("OpenAPI 3.1", json_content({"type": "object"}))},
             }},
+            **models_operations(),
+            "/v1/completions": {"post": completions_operation()},
         },
         "components": {
             "schemas": component_schemas(),

@@ -20,7 +20,8 @@ def test_openapi_document_is_built_from_the_models(client):
 
 def test_every_route_and_status_is_documented(app, client):
     doc = client.get("/openapi.json").get_json()
-    routes = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    routes = {rule.rule.replace("<path:model_id>", "{model}")
+              for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
     html_pages = {"/", "/docs"}  # the document covers the JSON API
     assert routes - html_pages == set(doc["paths"])
     generate = doc["paths"]["/generate"]["post"]["responses"]
@@ -53,3 +54,16 @@ def test_docs_page_renders_the_document_without_scripts(client):
 def test_docs_link_follows_the_mount_point(client):
     html = client.get("/docs", base_url="http://localhost/dev").get_data(as_text=True)
     assert 'href="/dev/openapi.json"' in html
+
+
+def test_both_apis_are_documented(client):
+    doc = client.get("/openapi.json").get_json()
+    completions = doc["paths"]["/v1/completions"]["post"]
+    assert set(completions["responses"]) == {"200", "400", "404", "413", "429", "500", "503"}
+    for status in set(completions["responses"]) - {"200"}:
+        schema = completions["responses"][status]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/OpenAIErrorResponse"}
+    request = doc["components"]["schemas"]["CompletionRequest"]["properties"]
+    assert request["max_tokens"]["default"] == 16
+    assert request["repetition_penalty"]["default"] == 1.0
+    assert doc["paths"]["/v1/models/{model}"]["get"]["parameters"][0]["name"] == "model"
