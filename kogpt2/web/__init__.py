@@ -3,7 +3,7 @@
 from flask_cors import CORS
 
 from ..config import Settings
-from . import api, errors, limits, observe, openai_api, openapi, pages
+from . import api, docs, errors, limits, observe, openai_api, openapi, pages
 from .json import StrictJSONProvider
 from .state import attach, get_generator, get_settings
 
@@ -30,6 +30,7 @@ def init_app(app, settings: Settings) -> None:
     openai_api.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(docs.bp)
 
 
 __all__ = ["init_app", "get_generator", "get_settings"]

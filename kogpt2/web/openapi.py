@@ -1,10 +1,8 @@
-"""GET /openapi.json (OpenAPI 3.1) built from the pydantic models that validate and shape the API,
-and GET /docs, a plain HTML page rendered from that same document (no scripts, nothing remote).
+"""GET /openapi.json (OpenAPI 3.1) built from the pydantic models that validate and shape both
+APIs: the native one and OpenAI's under /v1. GET /docs shows it (docs.py).
 """
 
-import json
-
-from flask import Blueprint, Response, render_template_string, url_for
+from flask import Blueprint
 from pydantic.json_schema import models_json_schema
 
 from .errors import ERROR_TYPES
@@ -31,7 +29,6 @@ bp = Blueprint("openapi", __name__)
 
 REQUEST_MODELS = [GenerateRequest, LegacyRequest]
 RESPONSE_MODELS = [GenerateResponse, LegacyResponse, HealthResponse, InfoResponse, ErrorResponse]
-DOCS_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 OPENAI_MODELS = [(CompletionRequest, "validation"), (Completion, "serialization"),
                  (Model, "serialization"), (ModelList, "serialization"),
                  (OpenAIErrorResponse, "serialization")]
@@ -240,61 +237,3 @@ def document(settings) -> dict:
 @bp.get("/openapi.json")
 def openapi_json():
     return document(get_settings())
-
-
-DOCS_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ doc.info.title }} — API</title></head>
-<body>
-<h1>{{ doc.info.title }} <small>OpenAPI {{ doc.openapi }}</small></h1>
-<p>{{ doc.info.description }}</p>
-<p>Machine-readable: <a href="{{ spec_url }}">openapi.json</a>.</p>
-<h2>Routes</h2>
-{% for path, methods in doc.paths.items() %}{% for method, op in methods.items() %}
-<section id="{{ op.operationId }}">
-<h3><code>{{ method | upper }} {{ path }}</code> — {{ op.summary }}</h3>
-{% if op.description %}<p>{{ op.description }}</p>{% endif %}
-{% if op.requestBody %}<h4>Request body (application/json), one of</h4><ul>
-{% for option in op.requestBody.content["application/json"].schema.anyOf %}
-<li><a href="#schema-{{ name(option) }}">{{ name(option) }}</a></li>{% endfor %}</ul>{% endif %}
-<h4>Responses</h4>
-<table><thead><tr><th>status</th><th>meaning</th><th>body</th></tr></thead><tbody>
-{% for status, answer in op.responses.items() %}
-<tr><td>{{ status }}</td><td>{{ answer.description }}</td>
-<td>{% for schema in bodies(answer) %}<a href="#schema-{{ schema }}">{{ schema }}</a>
-{% endfor %}</td></tr>{% endfor %}
-</tbody></table>
-</section>
-{% endfor %}{% endfor %}
-<h2>Schemas</h2>
-{% for schema_name, schema in doc.components.schemas.items() %}
-<section id="schema-{{ schema_name }}"><h3>{{ schema_name }}</h3>
-<pre>{{ pretty(schema) }}</pre></section>
-{% endfor %}
-</body></html>
-"""
-
-
-def schema_name(schema: dict) -> str:
-    return schema.get("$ref", "").rsplit("/", 1)[-1] or schema.get("type", "object")
-
-
-def response_bodies(answer: dict) -> list[str]:
-    schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
-    return [schema_name(option) for option in schema.get("anyOf", [schema])]
-
-
-@bp.get("/docs")
-def docs():
-    html = render_template_string(
-        DOCS_PAGE,
-        doc=document(get_settings()),
-        spec_url=url_for("openapi.openapi_json"),
-        name=schema_name,
-        bodies=response_bodies,
-        pretty=lambda value: json.dumps(value, ensure_ascii=False, indent=2),
-    )
-    response = Response(html, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = DOCS_CSP
-    return response
