@@ -7,52 +7,23 @@ environment is the dev stage's `aws_environment_variables`, pointed at the tiny 
 
 import json
 import re
-import shutil
 
 import pytest
 from lambda_task import (
     ROOT,
+    SETTINGS,
     api_event,
     headers_of,
     invoke,
-    save_python_settings,
     scheduled_event,
 )
 
-SETTINGS = json.loads((ROOT / "zappa_settings.json").read_text())
 ORIGIN = "https://example.org"
 TITLE = "근육이 커지기 위해서는"
 needs_page = pytest.mark.skipif(
     not (ROOT / "templates").is_dir(),
     reason="the page (templates/, static/) comes with issue 4, not merged on this branch",
 )
-
-
-@pytest.fixture(scope="module")
-def task_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("var-task")
-    shutil.copy2(ROOT / "app.py", root)
-    for folder in ("kogpt2", "templates", "static"):
-        if (ROOT / folder).is_dir():
-            shutil.copytree(ROOT / folder, root / folder,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-    save_python_settings(ROOT, "dev", root)
-    return root
-
-
-@pytest.fixture
-def lambda_env(tiny_model_dir):
-    """The dev function's environment, as Lambda sets it, with the tiny stand-in as the model."""
-    env = dict(SETTINGS["dev"]["aws_environment_variables"])
-    env.update(KOGPT2_MODEL=str(tiny_model_dir), KOGPT2_ENGINE="transformers", KOGPT2_THREADS="1")
-    return {
-        "PATH": "/usr/bin:/bin",
-        "HOME": "/tmp",
-        "HF_HUB_OFFLINE": "1",
-        "INSTANTIATE_LAMBDA_HANDLER_ON_IMPORT": "1",
-        "AWS_DEFAULT_REGION": SETTINGS["dev"]["aws_region"],
-        **env,
-    }
 
 
 @pytest.fixture
