@@ -16,14 +16,8 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from . import engines, hub, prepare
-from .params import (
-    DEFAULT_TOTAL_TOKENS,
-    MAX_PROMPT_CHARS,
-    MAX_SEED,
-    GenerationParams,
-    GenerationResult,
-    Sequence,
-)
+from .params import DEFAULT_TOTAL_TOKENS, MAX_PROMPT_CHARS, MAX_SEED, GenerationParams
+from .results import GenerationResult, Sequence
 from .seam import Engine, InvalidInput, ModelLoadError, ModelLoading, Progress, Watch, short_reason
 from .source import Source, is_local, local_source, public_name
 from .stops import EarlyStop, cut_at_stop

@@ -9,10 +9,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
-if TYPE_CHECKING:
-    from .params import GenerationParams
+from .params import GenerationParams
 
 # stop: a stop text the caller gave appeared (only when the caller gives stop texts).
 FinishReason = Literal["length", "eos", "stop", "time", "cancelled"]
@@ -94,7 +93,7 @@ class Engine(Protocol):
         prompt_ids: list[int],
         *,
         max_new_tokens: int,
-        params: "GenerationParams",
+        params: GenerationParams,
         seed: int | None,
         watch: Watch,
     ) -> list[EngineOutput]: ...

@@ -3,7 +3,7 @@
 from flask_cors import CORS
 
 from ..config import Settings
-from . import api, docs, errors, limits, observe, openai_api, openapi, pages
+from . import api, docs, errors, limits, log_privacy, observe, openai_api, openapi, pages
 from .json import StrictJSONProvider
 from .state import attach, get_generator, get_settings
 
@@ -17,6 +17,7 @@ def init_app(app, settings: Settings) -> None:
     errors.init_app(app)
     limits.init_app(app, settings)
     observe.init_app(app)
+    log_privacy.init_app(settings.log_prompts)
     CORS(
         app,
         resources=API_ROUTES,

@@ -62,8 +62,7 @@ def cached(body, mimetype: str) -> Response:
 
 @bp.get("/docs")
 def docs():
-    html = render_template("docs.html", title=document(get_settings())["info"]["title"],
-                           api_root=request.script_root or "/")
+    html = render_template("docs.html", title=document(get_settings())["info"]["title"])
     response = Response(html, mimetype="text/html")
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     return response

@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from ..model import GenerationParams
-from ..model.params import FinishReason
+from ..model.seam import FinishReason
 
 
 def bounds(name: str) -> list:

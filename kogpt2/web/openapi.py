@@ -2,7 +2,7 @@
 APIs: the native one and OpenAI's under /v1. GET /docs shows it (docs.py).
 """
 
-from flask import Blueprint
+from flask import Blueprint, request
 from pydantic.json_schema import models_json_schema
 
 from .errors import ERROR_TYPES
@@ -236,4 +236,6 @@ def document(settings) -> dict:
 
 @bp.get("/openapi.json")
 def openapi_json():
-    return document(get_settings())
+    # Relative to wherever the app is mounted (Zappa: /dev, /production), so a generated
+    # client calls /dev/generate, not /generate at the host's root.
+    return {**document(get_settings()), "servers": [{"url": request.script_root or "/"}]}

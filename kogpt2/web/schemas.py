@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..model import MAX_PROMPT_CHARS, GenerationParams, GenerationResult
-from ..model.params import FinishReason
+from ..model.seam import FinishReason
 
 
 def _readable(text: str) -> str:

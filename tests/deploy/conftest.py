@@ -1,21 +1,12 @@
 """The Lambda task root and the dev function's environment, for tests of Zappa's handler."""
 
-import shutil
-
 import pytest
-from lambda_task import ROOT, SETTINGS, save_python_settings
+from lambda_task import SETTINGS, make_task_root
 
 
 @pytest.fixture(scope="session")
 def task_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("var-task")
-    shutil.copy2(ROOT / "app.py", root)
-    for folder in ("kogpt2", "templates", "static"):
-        if (ROOT / folder).is_dir():
-            shutil.copytree(ROOT / folder, root / folder,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-    save_python_settings(ROOT, "dev", root)
-    return root
+    return make_task_root(tmp_path_factory.mktemp("var-task"))
 
 
 @pytest.fixture(scope="session")

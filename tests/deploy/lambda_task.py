@@ -10,6 +10,7 @@ client (the openai SDK) calls the handler as it would call the deployed API.
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -58,6 +59,15 @@ WARM_RUNTIME = textwrap.dedent("""\
 """)
 
 
+def make_task_root(root: Path, settings_dir: Path = ROOT) -> Path:
+    """What the image's runtime stage copies, and the dev stage's zappa_settings.py."""
+    shutil.copy2(ROOT / "app.py", root)
+    for folder in ("kogpt2", "templates", "static"):
+        shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    save_python_settings(settings_dir, "dev", root)
+    return root
+
+
 def save_python_settings(source_dir: Path, stage: str, task_root: Path) -> Path:
     """`zappa save-python-settings-file STAGE`, as scripts/deploy.sh runs it before the build."""
     zappa = Path(sys.executable).with_name("zappa")
@@ -73,6 +83,12 @@ def save_python_settings(source_dir: Path, stage: str, task_root: Path) -> Path:
 def invoke(task_root: Path, events: list[dict], env: dict[str, str], tmp_path: Path, *,
            python: str = sys.executable, handler: str = "zappa.handler.lambda_handler"):
     """The handler's response to each event, in one process: one warm container."""
+    return invoke_logged(task_root, events, env, tmp_path, python=python, handler=handler)[0]
+
+
+def invoke_logged(task_root: Path, events: list[dict], env: dict[str, str], tmp_path: Path, *,
+                  python: str = sys.executable, handler: str = "zappa.handler.lambda_handler"):
+    """(responses, log): the log is all the process wrote, as CloudWatch gets a function's."""
     events_file, responses_file = tmp_path / "events.json", tmp_path / "responses.json"
     events_file.write_text(json.dumps(events))
     process = subprocess.run(
@@ -80,12 +96,13 @@ def invoke(task_root: Path, events: list[dict], env: dict[str, str], tmp_path: P
         cwd=task_root, env={**env, "PYTHONPATH": str(task_root)},
         capture_output=True, text=True, timeout=300,
     )
-    assert process.returncode == 0, process.stdout + process.stderr
-    return json.loads(responses_file.read_text())
+    log = process.stdout + process.stderr
+    assert process.returncode == 0, log
+    return json.loads(responses_file.read_text()), log
 
 
 def api_event(method: str, path: str, *, body=None, headers=None, base64_body=False,
-              stage: str = "dev") -> dict:
+              query: dict[str, str] | None = None, stage: str = "dev") -> dict:
     """An API Gateway REST API proxy-integration event, as AWS sends it to the function."""
     headers = {
         "Host": HOST,
@@ -106,8 +123,10 @@ def api_event(method: str, path: str, *, body=None, headers=None, base64_body=Fa
         "httpMethod": method,
         "headers": headers,
         "multiValueHeaders": {name: [value] for name, value in headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": (
+            {name: [value] for name, value in query.items()} if query else None
+        ),
         "pathParameters": None if path == "/" else {"proxy": path.lstrip("/")},
         "stageVariables": None,
         "requestContext": {
