@@ -102,3 +102,39 @@ def errors_raise_what_users_expect(client, max_new_tokens: int):
     with pytest.raises(openai.BadRequestError) as unsupported:
         client.completions.create(model=MODEL, prompt=TITLE, logprobs=1)
     assert unsupported.value.param == "logprobs" and "not supported" in unsupported.value.message
+
+
+def joined(chunks) -> dict[int, str]:
+    texts: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + choice.text
+    return texts
+
+
+def streamed_chunks_join_to_the_plain_text(client, *, streams_live: bool):
+    """`streams_live`: text arrives in several chunks (through gunicorn, not through Zappa's
+    buffering handler, where the chunks are the same but come at once)."""
+    whole = greedy(client, max_tokens=16, extra_body=VARIED)
+    chunks = list(greedy(client, max_tokens=16, extra_body=VARIED, stream=True,
+                         stream_options={"include_usage": True}))
+    assert joined(chunks) == {0: whole.choices[0].text}
+    with_text = [chunk for chunk in chunks if chunk.choices and chunk.choices[0].text]
+    assert len(with_text) > (2 if streams_live else 0)
+    assert {chunk.id for chunk in chunks} == {chunks[0].id}
+    finished = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finished[-1] == whole.choices[0].finish_reason and set(finished[:-1]) == {None}
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    # A stop text: what was sent before it is never taken back, and it never shows.
+    stop = whole.choices[0].text[6:9]
+    cut = greedy(client, max_tokens=16, stop=stop, extra_body=VARIED)
+    streamed = list(greedy(client, max_tokens=16, stop=stop, extra_body=VARIED, stream=True))
+    assert joined(streamed) == {0: cut.choices[0].text}
+    assert streamed[-1].choices[0].finish_reason == "stop"
+    echoed = joined(greedy(client, max_tokens=6, echo=True, stream=True, extra_body=VARIED))
+    assert echoed == {0: TITLE + greedy(client, max_tokens=6, extra_body=VARIED).choices[0].text}
+    # n choices: each joins to its non-streamed text.
+    sampled = {"n": 2, "seed": 8, "temperature": 1.0, "max_tokens": 10}
+    plain = client.completions.create(model=MODEL, prompt=TITLE, **sampled)
+    chunks = client.completions.create(model=MODEL, prompt=TITLE, stream=True, **sampled)
+    assert joined(chunks) == {choice.index: choice.text for choice in plain.choices}

@@ -9,7 +9,7 @@ is searched, never the token ids. Two uses:
   that completes a stop text, so nothing past it is computed.
 
 A stream that shows text as it comes must hold back the end that could still become a stop text
-(`held_back`): " 다" may be the start of the stop " 다음".
+(`held_back`, `sendable`): " 다" may be the start of the stop " 다음".
 """
 
 import threading
@@ -52,6 +52,13 @@ def held_back(text: str, stops: Sequence[str]) -> int:
                 longest = size
                 break
     return longest
+
+
+def sendable(text: str, stops: Sequence[str]) -> str:
+    """What a stream may show of a continuation's text so far: what comes before the first
+    stop text, and short of an end that could still become one."""
+    at = first_stop(text, stops)
+    return text[:at] if at is not None else text[: len(text) - held_back(text, stops)]
 
 
 class EarlyStop:

@@ -8,47 +8,33 @@ Errors are described once (errors.describe) and rendered here in OpenAI's shape 
 
 import re
 import time
-import uuid
 
 from flask import Blueprint, jsonify
 
-from ..model import GenerationResult, InvalidInput, Prompt
-from .api import check, generate_text, json_body
+from ..model import InvalidInput, Prompt
+from .api import check, deadline, generate_text, json_body
 from .errors import APIError, render_under
 from .openai_schemas import (
-    FINISH_REASONS,
     Completion,
-    CompletionChoice,
     CompletionRequest,
-    CompletionUsage,
     Model,
     ModelList,
-    OpenAIErrorBody,
     OpenAIErrorResponse,
+    openai_status,
 )
+from .openai_stream import stream_completion
 from .state import get_generator
 
 PREFIX = "/v1"
 bp = Blueprint("openai", __name__, url_prefix=PREFIX)
 STARTED = int(time.time())
-# Where OpenAI answers with another status than the native API: every invalid request is 400.
-STATUSES = {415: 400, 422: 400}
 # The model layer names the native API's fields; OpenAI's names for them.
 NAMES = {"text": "prompt", "max_new_tokens": "max_tokens"}
 
 
-def error_type(status: int) -> str:
-    if status >= 500:
-        return "server_error"
-    return "rate_limit_error" if status == 429 else "invalid_request_error"
-
-
 def error_response(error: APIError):
-    status = STATUSES.get(error.status, error.status)
-    body = OpenAIErrorBody(message=error.message, type=error_type(status), param=error.param,
-                           code=error.error_type)
-    response = jsonify(OpenAIErrorResponse(error=body).model_dump())
-    response.status_code = status
+    response = jsonify(OpenAIErrorResponse.from_error(error).model_dump())
+    response.status_code = openai_status(error)
     response.headers.update(error.headers)
     return response
 
@@ -88,30 +74,16 @@ def check_prompt(asked: CompletionRequest) -> Prompt:
         raise InvalidInput(message, NAMES.get(exc.field, exc.field)) from exc
 
 
-def completion(asked: CompletionRequest, result: GenerationResult) -> Completion:
-    # Greedy decoding has one answer: one generation serves all n choices.
-    sequences = result.sequences * asked.n if asked.greedy else result.sequences
-    start = 0 if asked.echo else len(asked.text)
-    choices = [
-        CompletionChoice(text=sequence.text[start:], index=index,
-                         finish_reason=FINISH_REASONS[sequence.finish_reason])
-        for index, sequence in enumerate(sequences)
-    ]
-    generated = sum(sequence.generated_tokens for sequence in sequences)
-    usage = CompletionUsage(prompt_tokens=result.prompt_tokens, completion_tokens=generated,
-                            total_tokens=result.prompt_tokens + generated)
-    return Completion(id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()),
-                      model=result.model, choices=choices, usage=usage)
-
-
 @bp.post("/completions")
 def completions():
     asked = CompletionRequest.model_validate(json_body())
     if asked.model != get_generator().public_name:
         raise model_not_found()
     prompt = check_prompt(asked)
+    if asked.stream:
+        return stream_completion(asked, prompt, deadline())
     result = generate_text(prompt, stop=asked.stops)
-    return completion(asked, result).model_dump()
+    return Completion.from_result(asked, result).model_dump()
 
 
 def init_app(app) -> None:

@@ -5,7 +5,9 @@ Fields and defaults are OpenAI's; bounds that OpenAI leaves open are the native 
 `repetition_penalty` are extra fields, as vLLM takes them.
 """
 
+import time
 import unicodedata
+import uuid
 from typing import Annotated, Literal
 
 from annotated_types import Ge
@@ -17,8 +19,9 @@ from pydantic import (
     field_validator,
 )
 
-from ..model import GenerationParams
+from ..model import GenerationParams, GenerationResult
 from ..model.seam import FinishReason
+from .errors import APIError
 
 
 def bounds(name: str) -> list:
@@ -44,6 +47,8 @@ UNSUPPORTED = {
     "presence_penalty": ((None, 0), "use repetition_penalty, a multiplicative penalty"),
     "frequency_penalty": ((None, 0), "use repetition_penalty, a multiplicative penalty"),
 }
+# Where OpenAI answers with another status than the native API: every invalid request is 400.
+STATUSES = {415: 400, 422: 400}
 NULL_MEANS_DEFAULT = ["max_tokens", "temperature", "top_p", "n", "stream", "echo", "top_k",
                       "repetition_penalty"]
 
@@ -205,6 +210,22 @@ class Completion(BaseModel):
     choices: list[CompletionChoice]
     usage: CompletionUsage | None
 
+    @classmethod
+    def from_result(cls, asked: CompletionRequest, result: GenerationResult) -> "Completion":
+        # Greedy decoding has one answer: one generation serves all n choices.
+        sequences = result.sequences * asked.n if asked.greedy else result.sequences
+        start = 0 if asked.echo else len(asked.text)
+        choices = [
+            CompletionChoice(text=sequence.text[start:], index=index,
+                             finish_reason=FINISH_REASONS[sequence.finish_reason])
+            for index, sequence in enumerate(sequences)
+        ]
+        generated = sum(sequence.generated_tokens for sequence in sequences)
+        usage = CompletionUsage(prompt_tokens=result.prompt_tokens, completion_tokens=generated,
+                                total_tokens=result.prompt_tokens + generated)
+        return cls(id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=result.model,
+                   choices=choices, usage=usage)
+
 
 class Model(BaseModel):
     id: str = Field(description="The model's public name, as `model` takes it.")
@@ -227,3 +248,16 @@ class OpenAIErrorBody(BaseModel):
 
 class OpenAIErrorResponse(BaseModel):
     error: OpenAIErrorBody
+
+    @classmethod
+    def from_error(cls, error: APIError) -> "OpenAIErrorResponse":
+        """An error as described for the native API (errors.describe), in OpenAI's words."""
+        status = openai_status(error)
+        kind = ("server_error" if status >= 500 else
+                "rate_limit_error" if status == 429 else "invalid_request_error")
+        return cls(error=OpenAIErrorBody(message=error.message, type=kind, param=error.param,
+                                         code=error.error_type))
+
+
+def openai_status(error: APIError) -> int:
+    return STATUSES.get(error.status, error.status)

@@ -150,11 +150,15 @@ def completions_operation() -> dict:
         ),
         "requestBody": {"required": True, "content": json_content(ref(CompletionRequest))},
         "responses": {
-            "200": ok(
-                "The completion.",
-                json_content(ref(Completion)),
-                **{"X-Generated-Tokens": {"$ref": "#/components/headers/X-Generated-Tokens"}},
-            ),
+            "200": {
+                "description": "The completion; with `stream: true`, OpenAI's chunks (each a "
+                "Completion with `usage: null`) as server-sent events, then `data: [DONE]`.",
+                "headers": common_headers(),
+                "content": {
+                    **json_content(ref(Completion)),
+                    "text/event-stream": {"schema": {"type": "string"}},
+                },
+            },
             **{str(status): openai_error(status) for status in OPENAI_ERRORS},
         },
     }

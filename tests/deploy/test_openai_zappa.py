@@ -2,8 +2,9 @@
 
 The SDK's HTTP client sends each request as an API Gateway REST (v1 proxy) event to one warm
 Lambda container (lambda_task.WarmLambda) running the image's handler on the tiny stand-in.
-The checks are the ones run against gunicorn (tests/openai_checks.py). A full queue can't be
-shown here: Lambda gives a container one event at a time (more load starts more containers).
+The checks are the ones run against gunicorn (tests/openai_checks.py); a stream arrives whole,
+as Zappa's handler buffers it. A full queue can't be shown here: Lambda gives a container one
+event at a time (more load starts more containers).
 """
 
 import httpx2 as httpx
@@ -48,6 +49,10 @@ def test_models_list(client):
 
 def test_greedy_completion_equals_generate_greedy(client, generate):
     checks.greedy_equals_generate(client, generate)
+
+
+def test_a_stream_arrives_whole_and_joins_to_the_non_streamed_text(client):
+    checks.streamed_chunks_join_to_the_plain_text(client, streams_live=False)
 
 
 def test_n2_sampled_with_a_seed_twice_gives_the_same_two_texts(client):

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from kogpt2.model import GenerationParams, Generator
-from kogpt2.model.stops import EarlyStop, cut_at_stop, first_stop, held_back
+from kogpt2.model.stops import EarlyStop, cut_at_stop, first_stop, held_back, sendable
 
 TITLE = "근육이 커지기 위해서는"
 PIECES = {1: " 근육", 2: "을", 3: " 키우", 4: "려면", 5: " 단백질"}
@@ -36,6 +36,12 @@ def test_a_stop_text_spanning_tokens_is_cut_before_and_counts_the_tokens_it_took
 ])
 def test_a_stream_holds_back_what_could_start_a_stop_text(text, stops, held):
     assert held_back(text, stops) == held
+
+
+def test_a_stream_sends_what_stands_before_any_stop_text():
+    assert sendable(" 근육을 키", ["키우다"]) == " 근육을 "
+    assert sendable(" 근육을 키우다 보면", ["키우다"]) == " 근육을 "
+    assert sendable(" 근육을", []) == " 근육을"
 
 
 def test_early_stop_sets_at_the_completing_token_and_passes_tokens_on():

@@ -42,6 +42,10 @@ def test_greedy_completion_equals_generate_greedy(client, generate):
     checks.greedy_equals_generate(client, generate)
 
 
+def test_streamed_chunks_joined_equal_the_non_streamed_text(client):
+    checks.streamed_chunks_join_to_the_plain_text(client, streams_live=True)
+
+
 def test_n2_sampled_with_a_seed_twice_gives_the_same_two_texts(client):
     checks.seeded_samples_repeat(client)
 
@@ -78,4 +82,18 @@ def test_a_full_queue_raises_rate_limit_error(live_server):
         assert int(refused.value.response.headers["Retry-After"]) >= 1
         assert refused.value.code == "overloaded" and refused.value.type == "rate_limit_error"
         # The slot is free again: the next completion is served.
+        assert client.completions.create(model=checks.MODEL, prompt=checks.TITLE, max_tokens=1)
+
+
+def test_a_client_that_goes_away_frees_the_slot(live_server):
+    with live_server(max_concurrency=1, queue_size=0, max_new_tokens=1000) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+        stream = client.completions.create(model=checks.MODEL, prompt="근육", max_tokens=1000,
+                                           temperature=0, stream=True)
+        next(iter(stream))
+        stream.close()  # mid-generation
+        deadline = time.monotonic() + 60
+        while get_json(f"{base}/info")["concurrency"]["running"]:
+            assert time.monotonic() < deadline, "the cancelled generation kept its slot"
+            time.sleep(0.01)
         assert client.completions.create(model=checks.MODEL, prompt=checks.TITLE, max_tokens=1)
