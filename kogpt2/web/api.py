@@ -45,15 +45,15 @@ def deadline() -> float:
     return started + get_settings().time_budget_s
 
 
-def generate_text(prompt: Prompt) -> GenerationResult:
-    """Run one checked generation within the time budget.
+def generate_text(prompt: Prompt, **options) -> GenerationResult:
+    """Run one checked generation within the time budget (`options`: Generator.run's).
 
     Waiting for a generation slot counts in the budget, so queued requests still answer
     within API Gateway's 29 s; a request that can't get a slot in time gets 429.
     """
     until = deadline()
     with get_limit().slot(until):
-        result = get_generator().run(prompt, deadline=until)
+        result = get_generator().run(prompt, deadline=until, **options)
     g.generated_tokens = result.generated_tokens
     return result
 

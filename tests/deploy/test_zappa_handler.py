@@ -8,53 +8,23 @@ environment is the dev stage's `aws_environment_variables`, pointed at the tiny 
 import base64
 import json
 import re
-import shutil
 from urllib.parse import quote
 
 import pytest
 from events import parse_events, split_stream
 from lambda_task import (
     ROOT,
+    SETTINGS,
     api_event,
     headers_of,
     invoke,
     invoke_logged,
-    save_python_settings,
+    make_task_root,
     scheduled_event,
 )
 
-SETTINGS = json.loads((ROOT / "zappa_settings.json").read_text())
 ORIGIN = "https://example.org"
 TITLE = "근육이 커지기 위해서는"
-
-
-def make_task_root(root, settings_dir=ROOT):
-    """What the image's runtime stage copies, and the dev stage's zappa_settings.py."""
-    shutil.copy2(ROOT / "app.py", root)
-    for folder in ("kogpt2", "templates", "static"):
-        shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    save_python_settings(settings_dir, "dev", root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def task_root(tmp_path_factory):
-    return make_task_root(tmp_path_factory.mktemp("var-task"))
-
-
-@pytest.fixture
-def lambda_env(tiny_model_dir):
-    """The dev function's environment, as Lambda sets it, with the tiny stand-in as the model."""
-    env = dict(SETTINGS["dev"]["aws_environment_variables"])
-    env.update(KOGPT2_MODEL=str(tiny_model_dir), KOGPT2_ENGINE="transformers", KOGPT2_THREADS="1")
-    return {
-        "PATH": "/usr/bin:/bin",
-        "HOME": "/tmp",
-        "HF_HUB_OFFLINE": "1",
-        "INSTANTIATE_LAMBDA_HANDLER_ON_IMPORT": "1",
-        "AWS_DEFAULT_REGION": SETTINGS["dev"]["aws_region"],
-        **env,
-    }
 
 
 @pytest.fixture
