@@ -16,6 +16,10 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_class = "gthread"
 # Threads only wait: 1 generates (KOGPT2_MAX_CONCURRENCY), up to 8 queue for it
 # (KOGPT2_QUEUE_SIZE), and the rest answer /health, /info and instant 429s meanwhile.
+# A stream ("stream": true) counts as the generating one: its generation runs on a thread of
+# its own (outside this pool) that stops at the time budget or within a token of the client
+# going away, and the pool's thread only writes its events, so it is held no longer than a
+# plain request's. Still 1 + 8 + 3, with nothing more to reserve.
 threads = 12
 # gthread's main loop heartbeats while a thread generates, so this only catches a stuck worker;
 # a cold start (imports + load) measured 3–13 s.

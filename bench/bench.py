@@ -6,9 +6,10 @@
 
 One run measures, for each contender in a fresh process: process start -> first answer, the
 warm default request (median of --reps, taking turns between contenders), ms per new token,
-tokens/s at batch 1 and with 4 concurrent requests, and peak RSS. It measures the memory
-bandwidth too, and prints a markdown table with ratios to the baseline and to the bandwidth
-bound (the weights read once per token).
+tokens/s at batch 1 and with 4 concurrent requests, and peak RSS; for the default engine also
+the time to the first token of a stream. It measures the memory bandwidth too, and prints a
+markdown table with ratios to the baseline and to the bandwidth bound (the weights read once
+per token).
 The table is also written to artifacts/. The baseline is the original handler as it ran:
 transformers fp32 in a plain process, no HTTP. The others run `gunicorn app:app` on 127.0.0.1.
 """
@@ -210,6 +211,27 @@ class App:
         return rss, compute_type
 
 
+# --- time to first token (issue 11): one function and one report line, apart from the rest ---
+
+def time_to_first_token_ms(base: str, reps: int) -> float:
+    """Median ms from sending the default request with "stream": true to its first token
+    event, warm, through HTTP; each stream is read to its end so none is cancelled."""
+    times = []
+    for _ in range(reps):
+        request = urllib.request.Request(
+            f"{base}/generate", data=json.dumps({"text": TITLE, "stream": True}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        started = time.monotonic()
+        with urllib.request.urlopen(request, timeout=120) as response:
+            first = response.readline()
+            times.append((time.monotonic() - started) * 1000)
+            response.read()
+        if not first.startswith(b'data: {"token"'):
+            raise SystemExit(f"the stream did not start with a token: {first[:200]!r}")
+    return statistics.median(times)
+
+
 def summarise(cold_s, warm, concurrent, rss_mb, compute_type) -> dict:
     seconds = statistics.median(s for s, _, _ in warm)
     tokens = statistics.median(n for _, n, _ in warm)
@@ -324,6 +346,8 @@ def main(argv=None) -> int:
             print(f"warm round {rep + 1} of {reps} ...", file=sys.stderr)
             for times, contender in zip(warm, running, strict=True):
                 times.append(contender.request())
+        print("time to first token of the default engine ...", file=sys.stderr)
+        ttft_ms = time_to_first_token_ms(running[-1].base, reps)
         rows = []
         for (name, _, model_dir), contender, times in zip(contenders, running, warm, strict=True):
             print(f"{CONCURRENT} concurrent requests to {name} ...", file=sys.stderr)
@@ -355,6 +379,8 @@ def main(argv=None) -> int:
         "Targets for the default engine (ctranslate2 int8 through the app)"
         + (" — the tiny model says nothing about them:" if args.quick else ":"),
         *verdicts(default, base),
+        f"- time to first token (`\"stream\": true`, warm, through HTTP, median of {reps}) "
+        f"< 100 ms: {ttft_ms:.0f} ms → {'met' if ttft_ms < 100 else 'MISSED'}",
     ])
     print(report)
     out = ROOT / "artifacts" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.md"

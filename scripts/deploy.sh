@@ -9,7 +9,11 @@
 #
 # STAGE is a stage of zappa_settings.json (dev, production). Needs zappa and boto3 on PATH's
 # python (`make deploy` uses .venv), docker, and AWS credentials. Optional environment:
-# ENGINE=transformers builds the reference-engine image; MODEL_ID picks another checkpoint.
+#   ENGINE=openvino|ctranslate2|transformers   default: openvino on x86_64, ctranslate2 on arm64
+#   MODEL_ID=owner/name  MODEL_REVISION=main    the hub checkpoint the image bakes in
+#   ALLOW_ANY_ORIGIN=1                          deploy a stage other than dev with CORS '*'
+# The image tag names the stage, commit (plus a hash of uncommitted or untracked files the
+# build reads), architecture, engine, model and revision: a build happens when any differ.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,34 +26,43 @@ python=${PYTHON:-python3}
 command -v zappa >/dev/null \
     || die "zappa is not installed: run 'make deploy STAGE=$stage' or pip install -r requirements-lambda.txt"
 
-# REGION PROJECT LAMBDA_NAME ARCHITECTURE PLATFORM, from zappa_settings.json.
+# REGION PROJECT LAMBDA_NAME ARCHITECTURE PLATFORM DEFAULT_ENGINE, from zappa_settings.json.
 stage_settings=$("$python" scripts/deploy_aws.py stage "$stage") || exit 1
 eval "$stage_settings"
 
 case $action in
     status) exec zappa status "$stage" ;;
     logs) exec zappa tail "$stage" --since 1h ;;
-    undeploy) exec zappa undeploy "$stage" --yes ;;
+    undeploy)
+        # A stage in a usage plan (an API key's) can't be deleted: out of it first.
+        "$python" scripts/deploy_aws.py remove-usage-plan "$stage"
+        exec zappa undeploy "$stage" --yes ;;
     deploy) ;;
     *) die "unknown action '$action': deploy, status, logs or undeploy" ;;
 esac
 
+# Limits and CORS before anything is built or created.
+"$python" scripts/deploy_aws.py check-stage "$stage" || exit 1
 command -v docker >/dev/null || die "docker is not installed (https://docs.docker.com/get-docker/)"
 docker info >/dev/null 2>&1 || die "docker is installed but not running: start Docker and retry"
 command -v git >/dev/null || die "git is needed: images are tagged with the commit"
 account=$("$python" scripts/deploy_aws.py credentials "$REGION") || exit 1
 echo "deploy: stage $stage of $PROJECT to account $account in $REGION ($ARCHITECTURE)"
 
-# One image per stage and commit: the stage's zappa_settings.py is baked into the image.
-commit=$(git rev-parse --short=12 HEAD) || die "not a git checkout: images are tagged with the commit"
-engine=${ENGINE:-ctranslate2}
-tag="$stage-$commit"
-[ "$engine" = ctranslate2 ] || tag="$tag-$engine"
-if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
-    # Uncommitted changes: a fresh tag, so the commit's tag always means the commit.
-    tag="$tag-dirty-$(date -u +%Y%m%d%H%M%S)"
+engine=${ENGINE:-$DEFAULT_ENGINE}
+model_id=${MODEL_ID:-skt/kogpt2-base-v2}
+model_revision=${MODEL_REVISION:-main}
+tag=$("$python" scripts/deploy_aws.py image-tag "$stage" "$engine" "$model_id" "$model_revision") \
+    || exit 1
+# Before a build that can take minutes: a function of another architecture is refused.
+if "$python" scripts/deploy_aws.py function-exists "$stage"; then
+    zappa_command=update
+else
+    [ $? -eq 1 ] || exit 1
+    zappa_command=deploy
 fi
 
+# The stage's zappa_settings.py is baked into the image (the tag names the stage).
 zappa save-python-settings-file "$stage"
 repository=$("$python" scripts/deploy_aws.py ecr-repository "$REGION" "$PROJECT")
 image="$repository:$tag"
@@ -60,7 +73,8 @@ else
     # --provenance=false: Lambda rejects the image index that buildx's attestations create.
     docker buildx build --platform "$PLATFORM" --provenance=false --load \
         --build-arg ENGINE="$engine" \
-        --build-arg MODEL_ID="${MODEL_ID:-skt/kogpt2-base-v2}" \
+        --build-arg MODEL_ID="$model_id" \
+        --build-arg MODEL_REVISION="$model_revision" \
         --tag "$PROJECT:$tag" .
     "$python" scripts/deploy_aws.py ecr-password "$REGION" \
         | docker login --username AWS --password-stdin "${repository%%/*}"
@@ -68,8 +82,6 @@ else
     docker push "$image"
 fi
 
-if "$python" scripts/deploy_aws.py function-exists "$REGION" "$LAMBDA_NAME"; then
-    zappa update "$stage" -d "$image"
-else
-    zappa deploy "$stage" -d "$image"
-fi
+zappa "$zappa_command" "$stage" -d "$image"
+# Zappa sets the function's reserved concurrency (lambda_concurrency); the rest is ours.
+"$python" scripts/deploy_aws.py apply-limits "$stage"

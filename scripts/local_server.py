@@ -4,7 +4,8 @@
         urllib.request.urlopen(f"{server.base}/health")
 
 It reads gunicorn.conf.py, as `make run` does; extra gunicorn arguments and KOGPT2_* settings
-come from the caller. It is up once /health answers (the model loads on the first request).
+come from the caller; `log` collects the server's stderr (the app's JSON log lines).
+It is up once /health answers (the model loads on the first request).
 """
 
 import os
@@ -27,7 +28,7 @@ def free_port() -> int:
 
 class LocalServer:
     def __init__(self, env: dict[str, str], *args: str, script_name: str = "",
-                 ready_s: float = 60, quiet: bool = False):
+                 ready_s: float = 60, quiet: bool = False, log: Path | None = None):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}{script_name}"
         self.environment = {**os.environ, **env}
@@ -35,14 +36,19 @@ class LocalServer:
             self.environment["SCRIPT_NAME"] = script_name
         self.command = [sys.executable, "-m", "gunicorn", "app:app",
                         "--bind", f"127.0.0.1:{self.port}", *args]
-        self.ready_s, self.quiet = ready_s, quiet
+        self.ready_s, self.quiet, self.log = ready_s, quiet, log
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "LocalServer":
-        self.process = subprocess.Popen(
-            self.command, cwd=ROOT, env=self.environment,
-            stderr=subprocess.DEVNULL if self.quiet else None,
-        )
+        stderr = None  # the app's log lines go to stderr: quiet drops them, log keeps them
+        if self.quiet:
+            stderr = subprocess.DEVNULL
+        elif self.log is not None:
+            stderr = open(self.log, "ab")  # noqa: SIM115 - the child holds it from here on
+        self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.environment,
+                                        stderr=stderr)
+        if stderr not in (None, subprocess.DEVNULL):
+            stderr.close()
         deadline = time.monotonic() + self.ready_s
         while True:
             if self.process.poll() is not None:

@@ -1,5 +1,6 @@
-// The page's behaviour on top of the plain form: ask POST /generate with fetch, show progress,
-// the result and errors in place. Without this script the form still posts and the server
+// The page's behaviour on top of the plain form: ask POST /generate for a stream with fetch,
+// show the text as it comes (정지 stops it), the result and errors in place, and wait out a
+// model that is still being prepared. Without this script the form still posts and the server
 // renders the same page. Text from the server or the user only ever goes in as textContent.
 
 const form = document.getElementById("generate-form");
@@ -10,6 +11,7 @@ const elapsed = document.getElementById("elapsed");
 const errorBox = document.getElementById("error");
 const result = document.getElementById("result");
 const copyButton = document.getElementById("copy-button");
+const stopButton = document.getElementById("stop-button");
 const texts = JSON.parse(document.getElementById("page-text").textContent);
 
 const byId = (id) => document.getElementById(id);
@@ -58,13 +60,21 @@ function requestBody() {
 }
 
 let timer = null;
+let controller = null; // the generation in flight: 정지 aborts it
 
 function setBusy(busy) {
   button.disabled = busy;
+  stopButton.hidden = !busy;
   form.setAttribute("aria-busy", String(busy));
-  progress.hidden = !busy;
+  showProgress(busy);
+}
+
+// "글을 쓰는 중… N초": counts from each request, as the server's time budget does.
+function showProgress(shown) {
+  progress.hidden = !shown;
+  byId("stream-stats").hidden = true;
   clearInterval(timer);
-  if (busy) {
+  if (shown) {
     const started = performance.now();
     elapsed.textContent = "0.0";
     timer = setInterval(() => {
@@ -79,6 +89,15 @@ function showError(headline, message) {
   errorBox.hidden = false;
 }
 
+function showAnswerError(body) {
+  showError(texts.errors[body.error_type] || texts.errors.other, body.error);
+}
+
+function showCopy(text) {
+  copyButton.dataset.text = text;
+  copyButton.hidden = !navigator.clipboard;
+}
+
 function showResult(body, title) {
   const text = body.generated_text;
   const details = body.details;
@@ -91,42 +110,182 @@ function showResult(body, title) {
   setText("detail-finish", texts.finish_reasons[details.finish_reason] || details.finish_reason);
   byId("detail-seed-row").hidden = details.seed === null;
   setText("detail-seed", details.seed ?? "");
+  byId("details").hidden = false;
   byId("time-note").hidden = details.finish_reason !== "time";
   setText("time-note", texts.time_note);
-  copyButton.dataset.text = text;
-  copyButton.hidden = !navigator.clipboard;
+  showCopy(text);
   result.hidden = false;
   setModelState(true);
   result.scrollIntoView({ block: "nearest" });
 }
 
+// The text so far of a stream; the last event replaces it with the whole answer.
+class StreamView {
+  constructor(title) {
+    this.title = title;
+    this.text = "";
+    this.tokens = 0;
+    this.started = performance.now();
+    setText("result-title", title);
+    setText("result-continuation", "");
+    byId("details").hidden = true;
+    byId("time-note").hidden = true;
+    copyButton.hidden = true;
+    result.hidden = false;
+    result.scrollIntoView({ block: "nearest" });
+  }
+
+  add(token) {
+    this.text += token.text;
+    this.tokens += 1;
+    setText("result-continuation", this.text);
+    const seconds = (performance.now() - this.started) / 1000;
+    setText("stream-tokens", this.tokens);
+    setText("tokens-per-second", (this.tokens / Math.max(seconds, 0.001)).toFixed(1));
+    byId("stream-stats").hidden = false;
+  }
+
+  // Stopped or cut off before the last event: keep what came, say why it is short.
+  end(note) {
+    if (note) {
+      setText("time-note", note);
+      byId("time-note").hidden = false;
+    }
+    showCopy(this.title + this.text);
+  }
+}
+
+// Server-sent events from a fetch body: calls onEvent with each `data:` line's JSON, whether
+// the events trickle in or (behind a buffering proxy) arrive all at once.
+async function readEvents(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block.split("\n").filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5).trimStart()).join("\n");
+      if (data && onEvent(JSON.parse(data))) return;
+    }
+  }
+}
+
+async function readStream(response, title) {
+  const view = new StreamView(title);
+  let finished = false;
+  try {
+    await readEvents(response, (event) => {
+      if (event.token) {
+        view.add(event.token);
+        return false;
+      }
+      finished = true;
+      if (typeof event.generated_text === "string") showResult(event, title);
+      else if (typeof event.error === "string") {
+        showAnswerError(event); // says why it is short
+        view.end(null);
+      }
+      return true;
+    });
+  } catch (error) {
+    if (error.name === "AbortError") {
+      view.end(texts.stream_notes.stopped);
+      return;
+    }
+    view.end(texts.stream_notes.cut);
+    if (!(error instanceof SyntaxError)) throw error; // the network: generate() says so
+    showError(texts.errors.bad_response, "");
+    return;
+  }
+  if (!finished) {
+    view.end(texts.stream_notes.cut);
+    showError(texts.errors.bad_response, texts.stream_notes.cut);
+  }
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const timeout = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timeout);
+      reject(new DOMException("stopped", "AbortError"));
+    }, { once: true });
+  });
+}
+
+function showLoading(progressInfo) {
+  showProgress(false); // nothing is being written yet
+  byId("loading").hidden = false;
+  if (!progressInfo) return;
+  byId("loading-bar").value = progressInfo.percent;
+  setText("loading-stage", progressInfo.stage);
+  setText("loading-percent", progressInfo.percent);
+}
+
+// The model is being prepared (503 model_loading): show how far it is from /info until the
+// answer's Retry-After has passed, or sooner if it is ready.
+async function waitForModel(response, signal) {
+  const seconds = Number(response.headers.get("Retry-After")) || 5;
+  const until = performance.now() + seconds * 1000;
+  showLoading(null);
+  for (;;) {
+    const info = await fetch(form.dataset.infoUrl, { signal }).then((r) => r.json())
+      .catch((error) => { if (error.name === "AbortError") throw error; return null; });
+    if (info && info.state !== "loading") return; // ready, or failed: the retry says which
+    if (info) showLoading(info.progress);
+    const left = until - performance.now();
+    if (left <= 0) return;
+    await sleep(Math.min(1000, left), signal);
+  }
+}
+
 async function generate() {
   const title = titleInput.value.trim();
   errorBox.hidden = true;
+  controller = new AbortController();
+  const { signal } = controller;
   setBusy(true);
-  let response;
-  let body = null;
   try {
-    response = await fetch(form.dataset.generateUrl, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify(requestBody()),
-    });
-    body = await response.json().catch(() => null);
-  } catch {
-    showError(texts.errors.network, "");
-    return;
+    for (;;) {
+      const response = await fetch(form.dataset.generateUrl, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+        body: JSON.stringify({ ...requestBody(), stream: true }),
+        signal,
+      });
+      if ((response.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
+        byId("loading").hidden = true;
+        await readStream(response, title);
+        return;
+      }
+      const body = await response.json().catch(() => null);
+      if (response.status === 503 && body && body.error_type === "model_loading") {
+        await waitForModel(response, signal);
+        showProgress(true);
+        continue;
+      }
+      byId("loading").hidden = true;
+      if (body && typeof body.error === "string") {
+        showAnswerError(body);
+      } else {
+        // Not this service's answer: e.g. API Gateway's own timeout, {"message": ...}.
+        const said = body && typeof body.message === "string" ? `: ${body.message}` : "";
+        showError(texts.errors.bad_response, `HTTP ${response.status}${said}`);
+      }
+      return;
+    }
+  } catch (error) {
+    if (error.name !== "AbortError") showError(texts.errors.network, "");
   } finally {
+    byId("loading").hidden = true;
+    controller = null;
     setBusy(false);
-  }
-  if (response.ok && body && typeof body.generated_text === "string") {
-    showResult(body, title);
-  } else if (body && typeof body.error === "string") {
-    showError(texts.errors[body.error_type] || texts.errors.other, body.error);
-  } else {
-    // Not this service's answer: e.g. API Gateway's own timeout, {"message": ...}.
-    const said = body && typeof body.message === "string" ? `: ${body.message}` : "";
-    showError(texts.errors.bad_response, `HTTP ${response.status}${said}`);
   }
 }
 
@@ -142,6 +301,10 @@ for (const link of document.querySelectorAll("a.example")) {
     titleInput.focus();
   });
 }
+
+stopButton.addEventListener("click", () => {
+  if (controller) controller.abort();
+});
 
 copyButton.addEventListener("click", async () => {
   try {

@@ -1,4 +1,4 @@
-"""What every error answer of the native API looks like, checked one way everywhere."""
+"""What every error answer looks like, native and OpenAI-shaped, checked one way everywhere."""
 
 
 def assert_error(response, status: int, error_type: str) -> str:
@@ -12,3 +12,19 @@ def assert_error(response, status: int, error_type: str) -> str:
     assert body["request_id"] == response.headers["X-Request-ID"]
     assert body["error"] and "Traceback" not in text and 'File "' not in text
     return body["error"]
+
+
+def assert_openai_error(response, status: int, code: str, param: str | None = None) -> str:
+    """The answer of /v1 is `status` in OpenAI's error shape with `code`; returns its message."""
+    text = response.get_data(as_text=True)
+    assert response.status_code == status, text
+    assert response.mimetype == "application/json", text
+    body = response.get_json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    error = body["error"]
+    expected_type = ("server_error" if status >= 500 else
+                     "rate_limit_error" if status == 429 else "invalid_request_error")
+    assert (error["type"], error["code"], error["param"]) == (expected_type, code, param), body
+    assert response.headers["X-Request-ID"]
+    assert error["message"] and "Traceback" not in text and 'File "' not in text
+    return error["message"]

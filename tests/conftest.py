@@ -23,6 +23,17 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def full_size_model_dir(tmp_path_factory):
+    """A full-size KoGPT2 stand-in (~500 MB, random weights): as slow as the real model."""
+    from make_stand_in import DEFAULT_SOURCE
+
+    if not (DEFAULT_SOURCE / "tokenizer.json").is_file():
+        pytest.skip(f"the full-size stand-in needs KoGPT2's config and tokenizer in "
+                    f"{DEFAULT_SOURCE}")
+    return make_stand_in(tmp_path_factory.mktemp("full-size-kogpt2"))
+
+
+@pytest.fixture(scope="session")
 def tiny_ct2_dir(tiny_model_dir, tmp_path_factory):
     """The tiny stand-in converted by scripts/convert.py to CTranslate2 int8 (the default)."""
     from convert import convert
@@ -98,10 +109,13 @@ def live_server(tiny_model_dir):
     from local_server import LocalServer
 
     @contextlib.contextmanager
-    def start(*args, script_name="", **settings):
-        env = {"KOGPT2_MODEL": str(tiny_model_dir), "KOGPT2_ENGINE": "transformers"}
-        env.update({f"KOGPT2_{key.upper()}": str(value) for key, value in settings.items()})
-        with LocalServer(env, *args, script_name=script_name) as server:
+    def start(*args, script_name="", log=None, env=None, **settings):
+        """`log` collects the server's stderr; `env` adds other environment variables."""
+        environment = {"KOGPT2_MODEL": str(tiny_model_dir), "KOGPT2_ENGINE": "transformers",
+                       **(env or {})}
+        environment.update({f"KOGPT2_{key.upper()}": str(value) for key, value in settings.items()})
+        with LocalServer(environment, *args, script_name=script_name,
+                         log=log) as server:
             yield server.base
 
     return start

@@ -1,6 +1,11 @@
 """Calling a running server from tests (scripts/local_server.py starts it)."""
 
+import contextlib
+import http.client
 import json
+import time
+import urllib.error
+import urllib.parse
 import urllib.request
 
 
@@ -15,3 +20,43 @@ def post_json(url: str, body: dict, timeout: float = 60) -> tuple[int, dict]:
 def get_json(url: str, timeout: float = 10) -> dict:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.load(response)
+
+
+@contextlib.contextmanager
+def open_stream(url: str, body: dict, headers: dict | None = None, timeout: float = 60):
+    """POST `body` with "stream": true; yields the response, whose `events()` gives
+    (seconds since the request was sent, event) as each arrives. Leaving the block closes the
+    connection, read to the end or not: what a browser tab that goes away does."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        sent = time.monotonic()
+        connection.request("POST", parts.path, body=json.dumps({**body, "stream": True}),
+                           headers={"Content-Type": "application/json", **(headers or {})})
+        response = connection.getresponse()
+
+        def events():
+            lines = []
+            while line := response.readline():
+                if line != b"\n":
+                    lines.append(line)
+                    continue
+                (data,) = lines  # one `data:` line per event
+                lines = []
+                yield time.monotonic() - sent, json.loads(data.removeprefix(b"data: "))
+            assert not lines, f"the stream ended mid-event: {lines}"
+
+        response.events = events
+        yield response
+    finally:
+        connection.close()
+def call(url: str, body: dict | None = None, timeout: float = 60) -> tuple[int, dict, dict]:
+    """Status, JSON body and headers of a GET (no body) or a JSON POST, errors included."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.load(response), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.load(error), dict(error.headers)

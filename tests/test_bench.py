@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,3 +26,5 @@ def test_bench_runs_every_contender_end_to_end():
         first_answer_s, warm_ms, new_tokens = float(cells[2]), float(cells[4]), int(cells[6])
         assert first_answer_s > 0 and warm_ms > 0 and new_tokens > 0, row
     assert "read bandwidth" in result.stdout
+    (ttft,) = re.findall(r"time to first token .*: (\d+) ms", result.stdout)
+    assert int(ttft) > 0

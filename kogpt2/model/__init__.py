@@ -1,13 +1,8 @@
 """Model layer: checks requests, loads KoGPT2 and generates text. Knows engines, not the web."""
 
 from .generator import Generator, Prompt
-from .params import (
-    DEFAULT_TOTAL_TOKENS,
-    MAX_PROMPT_CHARS,
-    GenerationParams,
-    GenerationResult,
-    Sequence,
-)
+from .params import DEFAULT_TOTAL_TOKENS, MAX_PROMPT_CHARS, GenerationParams
+from .results import GenerationResult, Sequence
 from .seam import InvalidInput, ModelLoadError, ModelLoading, Progress, available_cpus
 
 __all__ = [

@@ -15,17 +15,12 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from . import engines, hub, prepare
-from .params import (
-    DEFAULT_TOTAL_TOKENS,
-    MAX_PROMPT_CHARS,
-    MAX_SEED,
-    GenerationParams,
-    GenerationResult,
-    Sequence,
-)
+from . import engines, hub, prepare, streaming
+from .params import DEFAULT_TOTAL_TOKENS, MAX_PROMPT_CHARS, MAX_SEED, GenerationParams
+from .results import GenerationResult, Sequence
 from .seam import Engine, InvalidInput, ModelLoadError, ModelLoading, Progress, Watch, short_reason
 from .source import Source, is_local, local_source, public_name
+from .stops import EarlyStop, cut_at_stop
 from .vocab import eos_id, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -151,15 +146,15 @@ class Generator:
         """Refuse what this model and server can't take; needs the tokenizer, not the model."""
         params = params or GenerationParams()
         if not text.strip():
-            raise InvalidInput("text is empty")
+            raise InvalidInput("text is empty", "text")
         if len(text) > MAX_PROMPT_CHARS:
             raise InvalidInput(
-                f"text is {len(text)} characters; at most {MAX_PROMPT_CHARS} are allowed"
+                f"text is {len(text)} characters; at most {MAX_PROMPT_CHARS} are allowed", "text"
             )
         if params.max_new_tokens is not None and params.max_new_tokens > self.max_new_tokens:
             raise InvalidInput(
                 f"max_new_tokens is {params.max_new_tokens}; this server allows at most "
-                f"{self.max_new_tokens}"
+                f"{self.max_new_tokens}", "max_new_tokens",
             )
         vocabulary = self.vocabulary()
         ids = vocabulary.tokenizer.encode(text, add_special_tokens=False).ids
@@ -185,18 +180,19 @@ class Generator:
     def _new_token_budget(self, prompt_tokens: int, requested: int | None, vocabulary) -> int:
         positions = vocabulary.max_positions
         if prompt_tokens == 0:
-            raise InvalidInput("text has nothing the tokenizer can read")
+            raise InvalidInput("text has nothing the tokenizer can read", "text")
         if prompt_tokens >= positions:
             raise InvalidInput(
                 f"text is {prompt_tokens} tokens; the model takes at most {positions - 1} "
-                "so that one new token fits"
+                "so that one new token fits", "text",
             )
         if requested is None:
             return max(1, min(DEFAULT_TOTAL_TOKENS - prompt_tokens, self.max_new_tokens))
         if prompt_tokens + requested > positions:
             raise InvalidInput(
                 f"text ({prompt_tokens} tokens) + max_new_tokens ({requested}) is over the "
-                f"model's {positions} positions; ask for at most {positions - prompt_tokens}"
+                f"model's {positions} positions; ask for at most {positions - prompt_tokens}",
+                "max_new_tokens",
             )
         return requested
 
@@ -347,10 +343,11 @@ class Generator:
         deadline: float | None = None,
         cancel: threading.Event | None = None,
         on_token=None,
+        stop: tuple[str, ...] = (),
     ) -> GenerationResult:
         """Check and continue `text`; see `run`."""
         return self.run(self.check(text, params), deadline=deadline, cancel=cancel,
-                        on_token=on_token)
+                        on_token=on_token, stop=stop)
 
     def run(
         self,
@@ -359,29 +356,42 @@ class Generator:
         deadline: float | None = None,
         cancel: threading.Event | None = None,
         on_token=None,
+        stop: tuple[str, ...] = (),
     ) -> GenerationResult:
         """Continue a checked prompt. Stops at `deadline` (time.monotonic()) with finish
         reason 'time', or when `cancel` is set ('cancelled'); `on_token(id)` hears each new
-        token of the first sequence as it is made (EOS included)."""
+        token of the first sequence as it is made (EOS included). Each sequence ends before
+        the first of the `stop` texts in it ('stop'); one sequence alone stops generating at
+        the token that completes it."""
         started = time.monotonic()
         engine = self.load()
         params = prompt.params
         seed = None
         if params.do_sample:
             seed = params.seed if params.seed is not None else secrets.randbelow(MAX_SEED + 1)
-        watch = Watch(deadline, cancel, on_token)
+
+        def decode(new_ids: list[int]) -> str:
+            return self.continuation(prompt.ids, new_ids)
+
+        if stop and params.num_return_sequences == 1:
+            early = EarlyStop(decode, stop, cancel, on_token)
+            watch = Watch(deadline, early, early.hear)
+        else:  # one engine run holds every sequence: one's stop text must not end the others
+            watch = Watch(deadline, cancel, on_token)
         outputs = engine.generate(
             prompt.ids, max_new_tokens=prompt.max_new_tokens, params=params, seed=seed,
             watch=watch,
         )
-        sequences = [
-            Sequence(
-                text=prompt.text + self.continuation(prompt.ids, out.token_ids),
-                generated_tokens=len(out.token_ids) + (out.finish_reason == "eos"),
-                finish_reason=out.finish_reason,
-            )
-            for out in outputs
-        ]
+        sequences = []
+        for out in outputs:
+            cut = cut_at_stop(decode, out.token_ids, stop) if stop else None
+            if cut is None:
+                continuation, generated = decode(out.token_ids), len(out.token_ids)
+                generated += out.finish_reason == "eos"
+                finish_reason = out.finish_reason
+            else:
+                (continuation, generated), finish_reason = cut, "stop"
+            sequences.append(Sequence(prompt.text + continuation, generated, finish_reason))
         return GenerationResult(
             sequences=sequences,
             prompt_tokens=len(prompt.ids),
@@ -393,13 +403,13 @@ class Generator:
 
     def continuation(self, prompt_ids: list[int], new_ids: list[int]) -> str:
         """The text that `new_ids` add after the prompt, with the space between them."""
-        # Decoding the new tokens alone would drop the space between the title and the text.
-        tokenizer = self.vocabulary().tokenizer
-        prompt_text = tokenizer.decode(prompt_ids, skip_special_tokens=True)
-        full = tokenizer.decode(prompt_ids + new_ids, skip_special_tokens=True)
-        if full.startswith(prompt_text):
-            return full[len(prompt_text):]
-        return " " + tokenizer.decode(new_ids, skip_special_tokens=True)
+        return streaming.continuation(self.vocabulary().tokenizer, prompt_ids, new_ids)
+
+    def text_stream(self, prompt: Prompt) -> streaming.TextStream:
+        """Turns the ids that `run(prompt, on_token=...)` hears into text, token by token:
+        the pieces join to the continuation that run's answer holds."""
+        vocabulary = self.vocabulary()
+        return streaming.TextStream(vocabulary.tokenizer, prompt.ids, vocabulary.eos_id)
 
 
 def _vocabulary_of(source: Source) -> Vocabulary:

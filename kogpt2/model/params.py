@@ -1,10 +1,7 @@
-"""Typed, bounded inputs and outputs of one generation (no web, no torch)."""
+"""Typed, bounded inputs of one generation (no web, no torch)."""
 
-from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from .seam import FinishReason
 
 # The original Lambda handler called generate(max_length=90): 90 tokens including the prompt.
 DEFAULT_TOTAL_TOKENS = 90
@@ -42,29 +39,3 @@ class GenerationParams(BaseModel):
                 "num_return_sequences > 1 needs do_sample=true (greedy decoding gives one answer)"
             )
         return self
-
-
-@dataclass(frozen=True)
-class Sequence:
-    text: str
-    generated_tokens: int
-    finish_reason: FinishReason
-
-
-@dataclass(frozen=True)
-class GenerationResult:
-    sequences: list[Sequence]
-    prompt_tokens: int
-    seed: int | None
-    model: str
-    engine: str
-    time_ms: int
-
-    @property
-    def finish_reason(self) -> FinishReason:
-        reasons = {s.finish_reason for s in self.sequences}
-        return "time" if "time" in reasons else self.sequences[0].finish_reason
-
-    @property
-    def generated_tokens(self) -> int:
-        return max(s.generated_tokens for s in self.sequences)

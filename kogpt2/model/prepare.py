@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from . import engines
 from .seam import ModelLoadError, short_reason
@@ -108,7 +108,9 @@ def prepare(source: Source, kind, weight_format: str, cache_root: Path, report: 
     except OSError as exc:
         raise ModelLoadError(f"can't create the cache {str(cache_root)!r}: {exc}") from exc
     lock = FileLock(str(cache_root / f"{name}.lock"))
-    if not lock.acquire(blocking=False):
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
         report("waiting for another process preparing the same model", None)
         lock.acquire()
     try:

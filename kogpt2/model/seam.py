@@ -9,16 +9,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
-if TYPE_CHECKING:
-    from .params import GenerationParams
+from .params import GenerationParams
 
-FinishReason = Literal["length", "eos", "time", "cancelled"]
+# stop: a stop text the caller gave appeared (only when the caller gives stop texts).
+FinishReason = Literal["length", "eos", "stop", "time", "cancelled"]
 
 
 class InvalidInput(ValueError):
-    """The request is well-formed but this model or server can't take it."""
+    """The request is well-formed but this model or server can't take it. `field` names the
+    request's field at fault (`text` or `max_new_tokens`), for APIs that name it otherwise."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class ModelLoadError(RuntimeError):
@@ -88,7 +93,7 @@ class Engine(Protocol):
         prompt_ids: list[int],
         *,
         max_new_tokens: int,
-        params: "GenerationParams",
+        params: GenerationParams,
         seed: int | None,
         watch: Watch,
     ) -> list[EngineOutput]: ...

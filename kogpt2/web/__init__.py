@@ -3,11 +3,11 @@
 from flask_cors import CORS
 
 from ..config import Settings
-from . import api, errors, limits, observe, openapi, pages
+from . import api, docs, errors, limits, log_privacy, observe, openai_api, openapi, pages
 from .json import StrictJSONProvider
 from .state import attach, get_generator, get_settings
 
-API_ROUTES = [r"/generate", r"/health", r"/info", r"/openapi.json"]
+API_ROUTES = [r"/generate", r"/health", r"/info", r"/openapi.json", r"/v1/.*"]
 
 
 def init_app(app, settings: Settings) -> None:
@@ -17,6 +17,7 @@ def init_app(app, settings: Settings) -> None:
     errors.init_app(app)
     limits.init_app(app, settings)
     observe.init_app(app)
+    log_privacy.init_app(settings.log_prompts)
     CORS(
         app,
         resources=API_ROUTES,
@@ -27,8 +28,10 @@ def init_app(app, settings: Settings) -> None:
         expose_headers=observe.EXPOSED_HEADERS,
     )
     app.register_blueprint(api.bp)
+    openai_api.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(docs.bp)
 
 
 __all__ = ["init_app", "get_generator", "get_settings"]

@@ -15,6 +15,7 @@ from .schemas import (
     LegacyResponse,
 )
 from .state import get_generator, get_settings
+from .stream import stream_response
 
 bp = Blueprint("api", __name__)
 
@@ -44,15 +45,15 @@ def deadline() -> float:
     return started + get_settings().time_budget_s
 
 
-def generate_text(prompt: Prompt) -> GenerationResult:
-    """Run one checked generation within the time budget.
+def generate_text(prompt: Prompt, **options) -> GenerationResult:
+    """Run one checked generation within the time budget (`options`: Generator.run's).
 
     Waiting for a generation slot counts in the budget, so queued requests still answer
     within API Gateway's 29 s; a request that can't get a slot in time gets 429.
     """
     until = deadline()
     with get_limit().slot(until):
-        result = get_generator().run(prompt, deadline=until)
+        result = get_generator().run(prompt, deadline=until, **options)
     g.generated_tokens = result.generated_tokens
     return result
 
@@ -65,7 +66,10 @@ def generate():
         result = generate_text(check(legacy.context.main_title, GenerationParams()))
         return LegacyResponse.from_result(result).model_dump()
     generate_request = GenerateRequest.model_validate(body)
-    result = generate_text(check(generate_request.text, generate_request.params()))
+    prompt = check(generate_request.text, generate_request.params())
+    if generate_request.stream:
+        return stream_response(prompt, deadline())
+    result = generate_text(prompt)
     return GenerateResponse.from_result(result).model_dump()
 
 

@@ -7,7 +7,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-from flask import g, jsonify
+from flask import current_app, g, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -30,17 +30,20 @@ ERROR_TYPES = sorted({
 })
 MAX_PROBLEMS = 5  # a body of thousands of unknown keys gets a short answer
 LOADING_RETRY_S = 5
+RENDERERS = "kogpt2.error_renderers"
 
 
 @dataclass
 class APIError(Exception):
-    """An error as callers see it; `detail` is for the log only."""
+    """An error as callers see it; `param` names the request field at fault, if one is;
+    `detail` is for the log only."""
 
     status: int
     error_type: str
     message: str
     headers: dict = field(default_factory=dict)
     detail: str | None = None
+    param: str | None = None
 
     def __post_init__(self):
         super().__init__(self.message)
@@ -71,9 +74,11 @@ def describe(exc: Exception) -> APIError:
         error_type = HTTP_ERROR_TYPES.get(exc.code, "http_error")
         return APIError(exc.code, error_type, exc.description or exc.name, headers)
     if isinstance(exc, ValidationError):
-        return APIError(422, "validation_error", describe_validation_error(exc))
+        where = exc.errors(include_url=False)[0]["loc"]
+        return APIError(422, "validation_error", describe_validation_error(exc),
+                        param=str(where[0]) if where else None)
     if isinstance(exc, InvalidInput):
-        return APIError(422, "validation_error", f"Invalid request: {exc}")
+        return APIError(422, "validation_error", f"Invalid request: {exc}", param=exc.field)
     if isinstance(exc, ModelLoading):
         progress = exc.progress
         return APIError(
@@ -115,8 +120,19 @@ def error_response(error: APIError):
 
 
 def handle(exc: Exception):
-    return error_response(resolve(exc))
+    error = resolve(exc)
+    for prefix, render in current_app.extensions[RENDERERS].items():
+        if request.path.startswith(prefix):
+            return render(error)
+    return error_response(error)
+
+
+def render_under(app, prefix: str, render) -> None:
+    """Errors of requests under `prefix` (routes or not) are answered by `render(error)`: an
+    API that speaks another API's shape describes its errors here, and renders them itself."""
+    app.extensions[RENDERERS][prefix] = render
 
 
 def init_app(app) -> None:
+    app.extensions[RENDERERS] = {}
     app.register_error_handler(Exception, handle)

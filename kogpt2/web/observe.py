@@ -4,6 +4,7 @@
 - `X-Time-Ms` on every response; `X-Generated-Tokens` on answers that generated text.
 - Security headers: no MIME sniffing, no referrer, no framing.
 - One JSON line per request on the `kogpt2.access` logger; the prompt only with KOGPT2_LOG_PROMPTS.
+  A streamed answer's line is written when its body ends (web/stream.py), with what was sent.
 """
 
 import json
@@ -54,11 +55,16 @@ def finish_response(response):
         response.headers.setdefault(name, value)
     if response.mimetype != "text/html":
         response.headers.setdefault("Content-Security-Policy", NON_HTML_CSP)
-    log_request(response, time_ms, tokens)
+    line = access_line(response, time_ms, tokens)
+    stream = g.get("stream")
+    if stream is not None and response.is_streamed:
+        stream.log_at_end(line, started)  # this runs before the body is sent
+    else:
+        write_access_line(line)
     return response
 
 
-def log_request(response, time_ms: int, tokens: int | None) -> None:
+def access_line(response, time_ms: int, tokens: int | None) -> dict:
     rule = request.url_rule
     line = {
         "request_id": response.headers[REQUEST_ID_HEADER],
@@ -75,6 +81,10 @@ def log_request(response, time_ms: int, tokens: int | None) -> None:
             line["error_detail"] = error.detail
     if get_settings().log_prompts and g.get("prompt") is not None:
         line["prompt"] = g.prompt
+    return line
+
+
+def write_access_line(line: dict) -> None:
     access_log.info(json.dumps(line, ensure_ascii=False))
 
 

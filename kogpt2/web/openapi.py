@@ -1,14 +1,19 @@
-"""GET /openapi.json (OpenAPI 3.1) built from the pydantic models that validate and shape the API,
-and GET /docs, a plain HTML page rendered from that same document (no scripts, nothing remote).
+"""GET /openapi.json (OpenAPI 3.1) built from the pydantic models that validate and shape both
+APIs: the native one and OpenAI's under /v1. GET /docs shows it (docs.py).
 """
 
-import json
-
-from flask import Blueprint, Response, render_template_string, url_for
+from flask import Blueprint, request
 from pydantic.json_schema import models_json_schema
 
 from .errors import ERROR_TYPES
 from .observe import REQUEST_ID
+from .openai_schemas import (
+    Completion,
+    CompletionRequest,
+    Model,
+    ModelList,
+    OpenAIErrorResponse,
+)
 from .schemas import (
     ErrorResponse,
     GenerateRequest,
@@ -17,14 +22,19 @@ from .schemas import (
     InfoResponse,
     LegacyRequest,
     LegacyResponse,
+    StreamError,
+    TokenEvent,
 )
 from .state import get_settings
 
 bp = Blueprint("openapi", __name__)
 
 REQUEST_MODELS = [GenerateRequest, LegacyRequest]
-RESPONSE_MODELS = [GenerateResponse, LegacyResponse, HealthResponse, InfoResponse, ErrorResponse]
-DOCS_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+RESPONSE_MODELS = [GenerateResponse, LegacyResponse, HealthResponse, InfoResponse, ErrorResponse,
+                   TokenEvent, StreamError]
+OPENAI_MODELS = [(CompletionRequest, "validation"), (Completion, "serialization"),
+                 (Model, "serialization"), (ModelList, "serialization"),
+                 (OpenAIErrorResponse, "serialization")]
 
 ERRORS = {
     400: "The body is not valid JSON (`invalid_json`): malformed, not UTF-8, duplicate keys, "
@@ -40,12 +50,26 @@ ERRORS = {
     "it is) or can't be loaded (`model_unavailable`: the server's log says why, under the "
     "request id). Retry after `Retry-After` seconds; a later request retries a failed load.",
 }
+# /v1 answers errors in OpenAI's shape, with OpenAI's statuses (invalid requests are all 400).
+OPENAI_ERRORS = {
+    400: "Not JSON (`code: invalid_json`), not sent as JSON (`unsupported_media_type`), or "
+    "invalid (`validation_error`): wrong types or bounds, unknown fields, fields this server "
+    "does not support (logprobs, suffix, logit_bias, best_of other than n, non-zero "
+    "presence/frequency penalties), an empty or too long prompt, max_tokens over the server's "
+    "cap or, with the prompt, over the model's positions. `param` names the field.",
+    404: "`model` is not the served model (`model_not_found`; see GET /v1/models).",
+    413: ERRORS[413],
+    429: ERRORS[429],
+    500: ERRORS[500],
+    503: ERRORS[503],
+}
 RETRY_AFTER = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
 
 
 def component_schemas() -> dict:
     models = [(m, "validation") for m in REQUEST_MODELS]
     models += [(m, "serialization") for m in RESPONSE_MODELS]
+    models += OPENAI_MODELS
     _, schema = models_json_schema(models, ref_template="#/components/schemas/{model}")
     return schema["$defs"]
 
@@ -70,10 +94,27 @@ def ok(description: str, content: dict, **headers) -> dict:
             "content": content}
 
 
-def error(status: int) -> dict:
+def error(status: int, errors: dict = ERRORS, body=ErrorResponse) -> dict:
     headers = {**common_headers(), **(RETRY_AFTER if status in (429, 503) else {})}
-    return {"description": ERRORS[status], "headers": headers,
-            "content": json_content(ref(ErrorResponse))}
+    return {"description": errors[status], "headers": headers,
+            "content": json_content(ref(body))}
+
+
+def openai_error(status: int) -> dict:
+    return error(status, OPENAI_ERRORS, OpenAIErrorResponse)
+
+
+def stream_event() -> dict:
+    """Each server-sent event: a `data:` line of JSON (OpenAPI 3.1 describes one event)."""
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"anyOf": [ref(TokenEvent), ref(GenerateResponse), ref(StreamError)]},
+        }},
+    }
 
 
 def generate_operation() -> dict:
@@ -84,7 +125,16 @@ def generate_operation() -> dict:
             "Send `{\"text\": \"제목\", ...parameters}`; the answer has the text, each sequence "
             "and details. The original Lambda handler's `{\"context\": {\"main_title\": "
             "\"제목\"}}` is answered in its own shape `{\"answer\": {\"gen_text\": [...]}}`. "
-            "A generation stops at the time budget with `finish_reason: \"time\"`."
+            "A generation stops at the time budget with `finish_reason: \"time\"`. "
+            "With `\"stream\": true` the answer is `text/event-stream`: one event "
+            "`data: {\"token\": {\"id\": N, \"text\": \"...\"}}` per new token (the texts "
+            "join to the continuation of the title; `</s>` is not a token event), then one "
+            "last event holding the GenerateResponse object, or "
+            "`{\"error\", \"error_type\", \"request_id\"}` if the generation failed after "
+            "its first token. Every refusal (400–503) comes before the stream starts, as JSON. "
+            "A stream carries one sequence: `num_return_sequences` > 1 with `stream` is 422. "
+            "Behind a buffering proxy (API Gateway REST through Zappa) the events arrive "
+            "all at once at the end."
         ),
         "requestBody": {
             "required": True,
@@ -92,8 +142,11 @@ def generate_operation() -> dict:
         },
         "responses": {
             "200": ok(
-                "The generated text.",
-                json_content({"anyOf": [ref(GenerateResponse), ref(LegacyResponse)]}),
+                "The generated text; with `\"stream\": true`, server-sent events.",
+                {
+                    **json_content({"anyOf": [ref(GenerateResponse), ref(LegacyResponse)]}),
+                    "text/event-stream": {"schema": stream_event()},
+                },
                 **{"X-Generated-Tokens": {"$ref": "#/components/headers/X-Generated-Tokens"}},
             ),
             **{str(status): error(status) for status in ERRORS},
@@ -112,6 +165,52 @@ def get_operation(operation_id: str, summary: str, model) -> dict:
     }
 
 
+def completions_operation() -> dict:
+    return {
+        "operationId": "createCompletion",
+        "tags": ["OpenAI-compatible"],
+        "summary": "OpenAI's Completions API: continue a prompt",
+        "description": (
+            "For clients written for OpenAI (base URL `.../v1`). `temperature: 0` decodes "
+            "greedily; `stop` ends a completion before the stop text. A completion cut by the "
+            "time budget ends with `finish_reason: \"length\"` and fewer tokens than "
+            "`max_tokens`."
+        ),
+        "requestBody": {"required": True, "content": json_content(ref(CompletionRequest))},
+        "responses": {
+            "200": {
+                "description": "The completion; with `stream: true`, OpenAI's chunks (each a "
+                "Completion with `usage: null`) as server-sent events, then `data: [DONE]`.",
+                "headers": common_headers(),
+                "content": {
+                    **json_content(ref(Completion)),
+                    "text/event-stream": {"schema": {"type": "string"}},
+                },
+            },
+            **{str(status): openai_error(status) for status in OPENAI_ERRORS},
+        },
+    }
+
+
+def models_operations() -> dict:
+    retrieve = get_operation("retrieveModel", "The served model", Model)
+    retrieve["parameters"] = [{
+        "name": "model", "in": "path", "required": True, "schema": {"type": "string"},
+        "description": "The model's id; its slash may be sent as %2F.",
+        "example": "skt/kogpt2-base-v2",
+    }]
+    retrieve["responses"]["404"] = openai_error(404)
+    operations = {
+        "/v1/models": {"get": get_operation("listModels", "The served model, as a list",
+                                            ModelList)},
+        "/v1/models/{model}": {"get": retrieve},
+    }
+    for methods in operations.values():
+        methods["get"]["tags"] = ["OpenAI-compatible"]
+        methods["get"]["responses"]["500"] = openai_error(500)
+    return operations
+
+
 def document(settings) -> dict:
     """The API's OpenAPI 3.1 document for an app with these settings."""
     return {
@@ -125,7 +224,9 @@ def document(settings) -> dict:
                 "error types: "
                 + ", ".join(ERROR_TYPES)
                 + f". The server caps max_new_tokens at {settings.max_new_tokens} and "
-                f"stops a generation after {settings.time_budget_s:g} s."
+                f"stops a generation after {settings.time_budget_s:g} s. Under /v1, OpenAI's "
+                "Completions API: errors in OpenAI's shape `{\"error\": {\"message\", "
+                "\"type\", \"param\", \"code\"}}`."
             ),
         },
         "paths": {
@@ -139,6 +240,8 @@ def document(settings) -> dict:
                 "summary": "This document",
                 "responses": {"200": ok("OpenAPI 3.1", json_content({"type": "object"}))},
             }},
+            **models_operations(),
+            "/v1/completions": {"post": completions_operation()},
         },
         "components": {
             "schemas": component_schemas(),
@@ -152,9 +255,10 @@ def document(settings) -> dict:
                 "X-Time-Ms": {"description": "Time the server spent on the request.",
                               "required": True, "schema": {"type": "string",
                                                            "pattern": "^[0-9]+$"}},
-                "X-Generated-Tokens": {"description": "New tokens generated (longest sequence).",
-                                       "required": True, "schema": {"type": "string",
-                                                                    "pattern": "^[0-9]+$"}},
+                "X-Generated-Tokens": {"description": "New tokens generated (longest sequence); "
+                                       "not on a stream, whose headers go out before its end.",
+                                       "required": False, "schema": {"type": "string",
+                                                                     "pattern": "^[0-9]+$"}},
                 "Retry-After": {"description": "Seconds to wait before trying again.",
                                 "required": True, "schema": {"type": "string",
                                                              "pattern": "^[0-9]+$"}},
@@ -165,62 +269,6 @@ def document(settings) -> dict:
 
 @bp.get("/openapi.json")
 def openapi_json():
-    return document(get_settings())
-
-
-DOCS_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ doc.info.title }} — API</title></head>
-<body>
-<h1>{{ doc.info.title }} <small>OpenAPI {{ doc.openapi }}</small></h1>
-<p>{{ doc.info.description }}</p>
-<p>Machine-readable: <a href="{{ spec_url }}">openapi.json</a>.</p>
-<h2>Routes</h2>
-{% for path, methods in doc.paths.items() %}{% for method, op in methods.items() %}
-<section id="{{ op.operationId }}">
-<h3><code>{{ method | upper }} {{ path }}</code> — {{ op.summary }}</h3>
-{% if op.description %}<p>{{ op.description }}</p>{% endif %}
-{% if op.requestBody %}<h4>Request body (application/json), one of</h4><ul>
-{% for option in op.requestBody.content["application/json"].schema.anyOf %}
-<li><a href="#schema-{{ name(option) }}">{{ name(option) }}</a></li>{% endfor %}</ul>{% endif %}
-<h4>Responses</h4>
-<table><thead><tr><th>status</th><th>meaning</th><th>body</th></tr></thead><tbody>
-{% for status, answer in op.responses.items() %}
-<tr><td>{{ status }}</td><td>{{ answer.description }}</td>
-<td>{% for schema in bodies(answer) %}<a href="#schema-{{ schema }}">{{ schema }}</a>
-{% endfor %}</td></tr>{% endfor %}
-</tbody></table>
-</section>
-{% endfor %}{% endfor %}
-<h2>Schemas</h2>
-{% for schema_name, schema in doc.components.schemas.items() %}
-<section id="schema-{{ schema_name }}"><h3>{{ schema_name }}</h3>
-<pre>{{ pretty(schema) }}</pre></section>
-{% endfor %}
-</body></html>
-"""
-
-
-def schema_name(schema: dict) -> str:
-    return schema.get("$ref", "").rsplit("/", 1)[-1] or schema.get("type", "object")
-
-
-def response_bodies(answer: dict) -> list[str]:
-    schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
-    return [schema_name(option) for option in schema.get("anyOf", [schema])]
-
-
-@bp.get("/docs")
-def docs():
-    html = render_template_string(
-        DOCS_PAGE,
-        doc=document(get_settings()),
-        spec_url=url_for("openapi.openapi_json"),
-        name=schema_name,
-        bodies=response_bodies,
-        pretty=lambda value: json.dumps(value, ensure_ascii=False, indent=2),
-    )
-    response = Response(html, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = DOCS_CSP
-    return response
+    # Relative to wherever the app is mounted (Zappa: /dev, /production), so a generated
+    # client calls /dev/generate, not /generate at the host's root.
+    return {**document(get_settings()), "servers": [{"url": request.script_root or "/"}]}

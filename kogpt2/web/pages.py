@@ -73,6 +73,12 @@ FINISH_REASONS = {
     "length": "정한 길이에 도달",
     "eos": "글이 스스로 끝남",
     "time": "시간 한도에 걸림",
+    "cancelled": "정지함",
+}
+# What the page's script says about a stream it stopped or lost.
+STREAM_NOTES = {
+    "stopped": "정지했습니다. 여기까지 쓴 글입니다.",
+    "cut": "글을 받는 중에 연결이 끊겼습니다. 여기까지 받은 글입니다.",
 }
 TIME_NOTE = "시간 한도({seconds}초)에 걸려 글이 중간에 멈췄습니다. 길이를 줄이면 끝까지 씁니다."
 
@@ -139,6 +145,7 @@ def render_page(values: dict, *, result=None, error=None):
             "errors": ERROR_HEADLINES,
             "finish_reasons": FINISH_REASONS,
             "time_note": TIME_NOTE.format(seconds=f"{info['limits']['time_budget_s']:g}"),
+            "stream_notes": STREAM_NOTES,
         },
     )
 

@@ -3,10 +3,10 @@
 import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ..model import MAX_PROMPT_CHARS, GenerationParams, GenerationResult
-from ..model.params import FinishReason
+from ..model.seam import FinishReason
 
 
 def _readable(text: str) -> str:
@@ -36,9 +36,20 @@ class GenerateRequest(GenerationParams):
     model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
 
     text: Title
+    stream: bool = Field(
+        False,
+        description="Answer text/event-stream: one event per new token, then the answer "
+        "(README, \"Streaming\"). Streams one sequence: num_return_sequences must be 1.",
+    )
+
+    @model_validator(mode="after")
+    def _one_sequence_per_stream(self):
+        if self.stream and self.num_return_sequences > 1:
+            raise ValueError("stream=true streams one sequence; num_return_sequences must be 1")
+        return self
 
     def params(self) -> GenerationParams:
-        return GenerationParams(**self.model_dump(exclude={"text"}))
+        return GenerationParams(**self.model_dump(exclude={"text", "stream"}))
 
 
 class LegacyContext(BaseModel):
@@ -111,6 +122,28 @@ class ErrorResponse(BaseModel):
     request_id: str | None = Field(
         description="This request's id (X-Request-ID): the server's log line for it says more."
     )
+
+
+class Token(BaseModel):
+    id: int = Field(description="The token's id in the model's vocabulary.")
+    text: str = Field(
+        description="The text it adds: empty while a character is still incomplete, which a "
+        "later token's text completes."
+    )
+
+
+class TokenEvent(BaseModel):
+    """One event of a stream per new token; the texts join to the continuation of the title."""
+
+    token: Token
+
+
+class StreamError(BaseModel):
+    """A stream's last event when the generation failed after its first token."""
+
+    error: str
+    error_type: str
+    request_id: str | None
 
 
 ModelState = Literal["not_loaded", "loading", "ready", "failed"]

@@ -1,5 +1,6 @@
 """A real headless Chromium (Debian's package, driven by Playwright) against gunicorn."""
 
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,21 @@ def browser():
 def server(live_server):
     """The app at the root of 127.0.0.1:port, with a small server cap on new tokens."""
     with live_server(max_new_tokens=64) as base:
+        yield base
+
+
+@pytest.fixture(scope="session")
+def streaming_server_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("streaming-server") / "stderr.log"
+
+
+@pytest.fixture(scope="session")
+def streaming_server(live_server, streaming_server_log):
+    """Room for long generations (a few seconds on the tiny stand-in), its log in a file."""
+    with live_server(max_new_tokens=1000, log=streaming_server_log) as base:
+        urllib.request.urlopen(urllib.request.Request(  # load the model before any test
+            f"{base}/generate", data=b'{"text": "warm", "max_new_tokens": 1}',
+            headers={"Content-Type": "application/json"}), timeout=120).close()
         yield base
 
 

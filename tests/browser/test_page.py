@@ -174,6 +174,8 @@ def test_page_works_under_a_stage_prefix(page, staged_server, browser_errors):
     assert color == "rgb(52, 81, 178)"
     generate(page, TITLE)
     expect(page.locator("#result-title")).to_have_text(TITLE)
+    expect(page.locator("#details")).to_be_visible()  # the stream's last event came
+    page.wait_for_load_state("networkidle")
     urls = {request.url.split("?")[0] for request in requests}
     assert {f"{staged_server}/static/style.css", f"{staged_server}/static/app.js",
             f"{staged_server}/info", f"{staged_server}/generate"} <= urls

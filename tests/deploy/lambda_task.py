@@ -2,17 +2,24 @@
 
 `invoke(task_root, events, env, tmp_path)` runs Zappa's real `lambda_handler` in a fresh
 process (one warm container: the events go through it in order) and returns its responses.
+`WarmLambda` keeps such a process running and takes one event at a time; `ApiGateway` is an
+httpx transport that sends each HTTP request through it as an API Gateway event, so an HTTP
+client (the openai SDK) calls the handler as it would call the deployed API.
 """
 
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import httpx2 as httpx
+
 ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = json.loads((ROOT / "zappa_settings.json").read_text())
 API_ID = "abc123defg"
 REGION = "ap-northeast-2"
 HOST = f"{API_ID}.execute-api.{REGION}.amazonaws.com"
@@ -35,6 +42,32 @@ RUNTIME = textwrap.dedent("""\
 """)
 
 
+# The same runtime, one event at a time: an event per line in, a response per line out (on
+# their own pipes: the handler and the app may print).
+WARM_RUNTIME = textwrap.dedent("""\
+    import importlib, json, os, sys, types, uuid
+    events, responses = os.fdopen(int(sys.argv[1])), os.fdopen(int(sys.argv[2]), "w")
+    module, _, function = sys.argv[3].rpartition(".")
+    lambda_handler = getattr(importlib.import_module(module), function)
+    for line in events:
+        context = types.SimpleNamespace(
+            aws_request_id=str(uuid.uuid4()), function_name="kogpt2-dev",
+            memory_limit_in_mb=1769, get_remaining_time_in_millis=lambda: 30000,
+        )
+        responses.write(json.dumps(lambda_handler(json.loads(line), context)) + "\\n")
+        responses.flush()
+""")
+
+
+def make_task_root(root: Path, settings_dir: Path = ROOT) -> Path:
+    """What the image's runtime stage copies, and the dev stage's zappa_settings.py."""
+    shutil.copy2(ROOT / "app.py", root)
+    for folder in ("kogpt2", "templates", "static"):
+        shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    save_python_settings(settings_dir, "dev", root)
+    return root
+
+
 def save_python_settings(source_dir: Path, stage: str, task_root: Path) -> Path:
     """`zappa save-python-settings-file STAGE`, as scripts/deploy.sh runs it before the build."""
     zappa = Path(sys.executable).with_name("zappa")
@@ -50,6 +83,12 @@ def save_python_settings(source_dir: Path, stage: str, task_root: Path) -> Path:
 def invoke(task_root: Path, events: list[dict], env: dict[str, str], tmp_path: Path, *,
            python: str = sys.executable, handler: str = "zappa.handler.lambda_handler"):
     """The handler's response to each event, in one process: one warm container."""
+    return invoke_logged(task_root, events, env, tmp_path, python=python, handler=handler)[0]
+
+
+def invoke_logged(task_root: Path, events: list[dict], env: dict[str, str], tmp_path: Path, *,
+                  python: str = sys.executable, handler: str = "zappa.handler.lambda_handler"):
+    """(responses, log): the log is all the process wrote, as CloudWatch gets a function's."""
     events_file, responses_file = tmp_path / "events.json", tmp_path / "responses.json"
     events_file.write_text(json.dumps(events))
     process = subprocess.run(
@@ -57,12 +96,13 @@ def invoke(task_root: Path, events: list[dict], env: dict[str, str], tmp_path: P
         cwd=task_root, env={**env, "PYTHONPATH": str(task_root)},
         capture_output=True, text=True, timeout=300,
     )
-    assert process.returncode == 0, process.stdout + process.stderr
-    return json.loads(responses_file.read_text())
+    log = process.stdout + process.stderr
+    assert process.returncode == 0, log
+    return json.loads(responses_file.read_text()), log
 
 
 def api_event(method: str, path: str, *, body=None, headers=None, base64_body=False,
-              stage: str = "dev") -> dict:
+              query: dict[str, str] | None = None, stage: str = "dev") -> dict:
     """An API Gateway REST API proxy-integration event, as AWS sends it to the function."""
     headers = {
         "Host": HOST,
@@ -83,8 +123,10 @@ def api_event(method: str, path: str, *, body=None, headers=None, base64_body=Fa
         "httpMethod": method,
         "headers": headers,
         "multiValueHeaders": {name: [value] for name, value in headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": (
+            {name: [value] for name, value in query.items()} if query else None
+        ),
         "pathParameters": None if path == "/" else {"proxy": path.lstrip("/")},
         "stageVariables": None,
         "requestContext": {
@@ -126,3 +168,68 @@ def headers_of(response: dict) -> dict[str, str]:
     for name, values in (response.get("multiValueHeaders") or {}).items():
         headers[name.lower()] = ", ".join(values)
     return headers
+
+
+class WarmLambda:
+    """One warm container running Zappa's handler: `invoke(event)` returns its response.
+
+        with WarmLambda(task_root, env, tmp_path) as function:
+            function.invoke(api_event("GET", "/health"))
+    """
+
+    def __init__(self, task_root: Path, env: dict[str, str], tmp_path: Path, *,
+                 handler: str = "zappa.handler.lambda_handler"):
+        self.task_root, self.env, self.handler = task_root, env, handler
+        self.output = tmp_path / "lambda-output.txt"  # the container's stdout and stderr
+
+    def __enter__(self) -> "WarmLambda":
+        events_read, self._events = os.pipe()
+        self._responses, responses_write = os.pipe()
+        with self.output.open("w") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", WARM_RUNTIME, str(events_read), str(responses_write),
+                 self.handler],
+                cwd=self.task_root, env={**self.env, "PYTHONPATH": str(self.task_root)},
+                stdout=output, stderr=subprocess.STDOUT, pass_fds=(events_read, responses_write),
+            )
+        os.close(events_read), os.close(responses_write)
+        self.events = os.fdopen(self._events, "w")
+        self.responses = os.fdopen(self._responses)
+        return self
+
+    def invoke(self, event: dict) -> dict:
+        self.events.write(json.dumps(event) + "\n")
+        self.events.flush()
+        line = self.responses.readline()
+        assert line, f"the handler's process ended: {self.output.read_text()[-3000:]}"
+        return json.loads(line)
+
+    def __exit__(self, *exc_info) -> None:
+        self.events.close()
+        try:
+            self.process.wait(timeout=30)
+        finally:
+            self.process.kill()
+            self.responses.close()
+
+
+class ApiGateway(httpx.BaseTransport):
+    """httpx requests to https://HOST/STAGE/... as API Gateway REST (v1 proxy) events."""
+
+    def __init__(self, function: WarmLambda, stage: str = "dev"):
+        self.function, self.stage = function, stage
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        assert request.url.host == HOST and not request.url.query, request.url
+        raw_path = request.url.raw_path.decode()
+        assert raw_path.startswith(f"/{self.stage}/"), raw_path
+        headers = {name.title(): value for name, value in request.headers.items()}
+        body = request.read().decode() or None
+        event = api_event(request.method, raw_path.removeprefix(f"/{self.stage}"), body=body,
+                          headers=headers, stage=self.stage)
+        response = self.function.invoke(event)
+        content = response.get("body") or ""
+        content = (base64.b64decode(content) if response.get("isBase64Encoded")
+                   else content.encode())
+        return httpx.Response(response["statusCode"], headers=headers_of(response),
+                              content=content, request=request)

@@ -8,6 +8,7 @@ Everything not on 127.0.0.1 (Zappa's PyPI version check) goes to a dead proxy.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ SETTINGS = json.loads((ROOT / "zappa_settings.json").read_text())["dev"]
 REGION = SETTINGS["aws_region"]
 REGISTRY = f"123456789012.dkr.ecr.{REGION}.amazonaws.com"  # moto's default account
 
+# Records its calls; `push` puts a manifest in moto's ECR under the tag, as a real push would.
 FAKE_DOCKER = """\
 #!{python}
 import json, os, sys
@@ -36,6 +38,15 @@ if call[:1] == ["login"]:
     call.append("stdin:" + ("password" if sys.stdin.read().strip() else "empty"))
 with open(os.environ["DOCKER_CALLS"], "a") as calls:
     calls.write(json.dumps(call) + "\\n")
+if call[:1] == ["push"]:
+    import boto3
+    repository, _, tag = call[1].split("/", 1)[1].partition(":")
+    manifest = {{"schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {{"digest": "sha256:" + "0" * 64}},
+                "annotations": {{"built-as": tag}}}}
+    boto3.client("ecr").put_image(repositoryName=repository, imageTag=tag,
+                                  imageManifest=json.dumps(manifest))
 """
 
 STUB_MISSING_MOTO_CALL = """\
@@ -131,7 +142,7 @@ def run_deploy(project, moto_url, tmp_path):
     (stub_dir / "sitecustomize.py").write_text(STUB_MISSING_MOTO_CALL)
     calls_file = tmp_path / "docker-calls.jsonl"
 
-    def run(*args, docker=True, credentials=True):
+    def run(*args, docker=True, credentials=True, **extra_env):
         calls_file.unlink(missing_ok=True)
         path = [str(VENV_BIN), "/usr/bin", "/bin"]
         env = {
@@ -143,12 +154,14 @@ def run_deploy(project, moto_url, tmp_path):
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_DEFAULT_REGION": REGION,
             "HTTPS_PROXY": "http://127.0.0.1:9",
             "HTTP_PROXY": "http://127.0.0.1:9",
             "NO_PROXY": "127.0.0.1,localhost",
         }
         if credentials:
             env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+        env.update(extra_env)
         process = subprocess.run(
             ["scripts/deploy.sh", *args], cwd=project, env=env,
             capture_output=True, text=True, timeout=300,
@@ -161,18 +174,57 @@ def run_deploy(project, moto_url, tmp_path):
     return run
 
 
-def assert_built_and_pushed(calls, tag, platform="linux/amd64"):
-    image = f"{REGISTRY}/kogpt2:{tag}"
+def tag_pattern(stage, commit, *, architecture="amd64", engine="openvino",
+                model="skt--kogpt2-base-v2", revision="main", context=""):
+    """The tag scripts/deploy.sh gives an image: what it holds, then a hash of the exact values."""
+    context = context and f"-{context}"
+    return rf"{stage}-{commit}{context}-{architecture}-{engine}-{model}-{revision}-[0-9a-f]{{8}}"
+
+
+DOCKERFILE_ARGS = {line.split()[1].split("=")[0]
+                   for line in (ROOT / "Dockerfile").read_text().splitlines()
+                   if line.startswith("ARG ")}
+
+
+def assert_built_and_pushed(calls, tag, platform="linux/amd64", **build_args):
+    """The image pushed, after checking the docker calls; `tag` is a regular expression."""
     assert [call[0] for call in calls] == ["info", "buildx", "login", "tag", "push"]
     build = calls[1]
     assert build[build.index("--platform") + 1] == platform
     assert "--provenance=false" in build
     assert build[-1] == "."
+    given = dict(build[i + 1].split("=", 1) for i, word in enumerate(build)
+                 if word == "--build-arg")
+    assert set(given) <= DOCKERFILE_ARGS  # docker ignores an argument the file doesn't name
+    expected = {"ENGINE": "openvino", "MODEL_ID": "skt/kogpt2-base-v2", "MODEL_REVISION": "main"}
+    assert given == {**expected, **build_args}
+    built = build[build.index("--tag") + 1]
+    assert re.fullmatch(f"kogpt2:{tag}", built), (built, tag)
+    assert len(built.partition(":")[2]) <= 128
+    image = f"{REGISTRY}/{built}"
     assert calls[2] == ["login", "--username", "AWS", "--password-stdin", REGISTRY,
                         "stdin:password"]
-    assert calls[3] == ["tag", f"kogpt2:{tag}", image]
+    assert calls[3] == ["tag", built, image]
     assert calls[4] == ["push", image]
     return image
+
+
+def stage_limits(aws, stage):
+    """(reserved concurrency, stage method settings for */*) as deployed."""
+    concurrency = aws("lambda").get_function_concurrency(FunctionName=f"kogpt2-{stage}")
+    api = aws("cloudformation").describe_stack_resource(
+        StackName=f"kogpt2-{stage}", LogicalResourceId="Api")["StackResourceDetail"]
+    settings = aws("apigateway").get_stage(
+        restApiId=api["PhysicalResourceId"], stageName=stage)["methodSettings"]["*/*"]
+    return (concurrency["ReservedConcurrentExecutions"],
+            (settings["throttlingRateLimit"], settings["throttlingBurstLimit"]))
+
+
+def edit_settings(project, stage, **changes):
+    settings = json.loads((project / "zappa_settings.json").read_text())
+    settings[stage].update(changes)
+    (project / "zappa_settings.json").write_text(json.dumps(settings, indent=4))
+    return settings
 
 
 def test_deploy_update_status_undeploy(run_deploy, project, aws):
@@ -180,7 +232,7 @@ def test_deploy_update_status_undeploy(run_deploy, project, aws):
     process, calls = run_deploy("dev")
     assert process.returncode == 0, process.stdout + process.stderr
     assert "Deployment complete" in process.stdout
-    image = assert_built_and_pushed(calls, f"dev-{first}")
+    image = assert_built_and_pushed(calls, tag_pattern("dev", first))
     assert (project / "zappa_settings.py").is_file()  # written before the build, for the image
 
     repository = aws("ecr").describe_repositories(repositoryNames=["kogpt2"])["repositories"][0]
@@ -193,6 +245,10 @@ def test_deploy_update_status_undeploy(run_deploy, project, aws):
     assert config["Timeout"] == SETTINGS["timeout_seconds"]
     assert config["Architectures"] == [SETTINGS["architecture"]]
     assert config["Environment"]["Variables"] == SETTINGS["aws_environment_variables"]
+    # The cost limits: containers at once, and API Gateway's rate and burst for the stage.
+    assert stage_limits(aws, "dev") == (2, (1.0, 2))
+    assert (SETTINGS["lambda_concurrency"], SETTINGS["kogpt2"]["throttle"]) == (
+        2, {"rate_limit": 1, "burst_limit": 2})
     api = next(a for a in aws("apigateway").get_rest_apis()["items"] if a["name"] == "kogpt2-dev")
     # moto drops the endpoint type from the REST API it creates: read what Zappa asked for.
     template = aws("cloudformation").get_template(StackName="kogpt2-dev")["TemplateBody"]
@@ -210,9 +266,10 @@ def test_deploy_update_status_undeploy(run_deploy, project, aws):
     process, calls = run_deploy("dev")
     assert process.returncode == 0, process.stdout + process.stderr
     assert "Your updated Zappa deployment is live" in process.stdout
-    new_image = assert_built_and_pushed(calls, f"dev-{second}")
+    new_image = assert_built_and_pushed(calls, tag_pattern("dev", second))
     function = aws("lambda").get_function(FunctionName="kogpt2-dev")
     assert function["Code"]["ImageUri"] == new_image
+    assert stage_limits(aws, "dev") == (2, (1.0, 2))  # update applies them again
 
     process, calls = run_deploy("dev", "status")
     assert process.returncode == 0, process.stdout + process.stderr
@@ -232,26 +289,235 @@ def test_deploy_update_status_undeploy(run_deploy, project, aws):
     assert not [r for r in aws("events").list_rules()["Rules"] if "warm_up" in r["Name"]]
 
 
-def test_arm64_builds_and_deploys_for_graviton(run_deploy, project, aws):
-    settings = json.loads((project / "zappa_settings.json").read_text())
-    settings["dev"]["architecture"] = "arm64"
-    (project / "zappa_settings.json").write_text(json.dumps(settings, indent=4))
+def test_arm64_builds_and_deploys_for_graviton_with_ctranslate2(run_deploy, project, aws):
+    edit_settings(project, "dev", architecture="arm64")
     head = commit(project, "arm64")
     process, calls = run_deploy("dev")
     assert process.returncode == 0, process.stdout + process.stderr
-    image = assert_built_and_pushed(calls, f"dev-{head}", platform="linux/arm64")
+    image = assert_built_and_pushed(
+        calls, tag_pattern("dev", head, architecture="arm64", engine="ctranslate2"),
+        platform="linux/arm64", ENGINE="ctranslate2")
     function = aws("lambda").get_function(FunctionName="kogpt2-dev")
     assert function["Code"]["ImageUri"] == image
     assert function["Configuration"]["Architectures"] == ["arm64"]
 
 
-def test_a_dirty_checkout_gets_its_own_tag(run_deploy, project, aws):
+def test_openvino_is_refused_on_arm64(run_deploy, project, aws):
+    edit_settings(project, "dev", architecture="arm64")
+    commit(project, "arm64")
+    process, calls = run_deploy("dev", ENGINE="openvino")
+    assert process.returncode != 0
+    assert "ENGINE=openvino can't serve on arm64" in process.stderr
+    assert [call[0] for call in calls] == ["info"]
+
+
+def image_tag(project, *args):
+    process = subprocess.run(
+        [sys.executable, "scripts/deploy_aws.py", "image-tag", "dev", *args],
+        cwd=project, capture_output=True, text=True)
+    assert process.returncode == 0, process.stderr
+    return process.stdout.strip()
+
+
+def test_the_tag_changes_with_everything_the_build_reads(project):
+    model = ("openvino", "skt/kogpt2-base-v2", "main")
     head = git(project, "rev-parse", "--short=12", "HEAD")
-    (project / "app.py").write_text((project / "app.py").read_text() + "\n# not committed\n")
+    clean = image_tag(project, *model)
+    assert re.fullmatch(tag_pattern("dev", head), clean)
+    assert image_tag(project, *model) == clean  # the same files, the same tag
+
+    # Files the build context leaves out change nothing: the image would be the same.
+    (project / "notes.txt").write_text("not in the image\n")
+    (project / "scripts" / "deploy.sh").write_text(
+        (project / "scripts" / "deploy.sh").read_text() + "# edited\n")
+    assert image_tag(project, *model) == clean
+
+    tags = {clean}
+    changes = [
+        ("app.py", "# uncommitted\n"),  # a tracked file, edited
+        ("kogpt2/web/extra.py", "X = 1\n"),  # an untracked file the context lets in
+        ("Dockerfile", "# edited\n"),  # what the build runs
+        ("zappa_settings.json", " "),  # what zappa_settings.py in the image is made from
+    ]
+    for name, addition in changes:
+        path = project / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text((path.read_text() if path.exists() else "") + addition)
+        tag = image_tag(project, *model)
+        assert re.fullmatch(tag_pattern("dev", head, context="ctx[0-9a-f]{8}"), tag), name
+        assert tag not in tags, name
+        tags.add(tag)
+    git(project, "checkout", "--", ".")  # back to the commit's files, back to its tag
+    (project / "kogpt2/web/extra.py").unlink()
+    assert image_tag(project, *model) == clean
+
+    # Committed, the same content gets the new commit's plain tag.
+    second = commit(project, "second")
+    assert re.fullmatch(tag_pattern("dev", second), image_tag(project, *model))
+
+
+def test_the_tag_names_engine_model_and_revision_and_stays_valid(project):
+    head = git(project, "rev-parse", "--short=12", "HEAD")
+    assert re.fullmatch(
+        tag_pattern("dev", head, engine="transformers", model="someone--gpt2.small_v1",
+                    revision="refs_pr_1"),
+        image_tag(project, "transformers", "someone/gpt2.small_v1", "refs/pr/1"))
+    # Different values that read alike still get different tags.
+    assert image_tag(project, "openvino", "a/b", "c-d") != image_tag(
+        project, "openvino", "a/b-c", "d")
+    long = image_tag(project, "openvino", "o" * 40 + "/" + "n" * 90, "r" * 40)
+    assert len(long) <= 128 and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", long)
+    assert long != image_tag(project, "openvino", "o" * 40 + "/" + "n" * 90, "r" * 39)
+    for args, message in [
+        (("openvino", "not a hub id!", "main"), "is not a Hugging Face hub id"),
+        (("openvino", "a/b", "../x"), "is not a branch, tag or commit name"),
+        (("tensorflow", "a/b", "main"), "is not one of openvino, ctranslate2, transformers"),
+    ]:
+        process = subprocess.run(
+            [sys.executable, "scripts/deploy_aws.py", "image-tag", "dev", *args],
+            cwd=project, capture_output=True, text=True)
+        assert process.returncode == 2 and message in process.stderr, process.stderr
+
+
+def test_a_new_model_or_untracked_file_rebuilds_the_same_commit(run_deploy, project, aws):
+    head = git(project, "rev-parse", "--short=12", "HEAD")
     process, calls = run_deploy("dev")
     assert process.returncode == 0, process.stdout + process.stderr
-    pushed = calls[-1][1]
-    assert pushed.startswith(f"{REGISTRY}/kogpt2:dev-{head}-dirty-")
+    first_image = assert_built_and_pushed(calls, tag_pattern("dev", head))
+
+    process, calls = run_deploy("dev")  # nothing changed: the image in ECR is used
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert "already in ECR; not rebuilding" in process.stdout
+    assert [call[0] for call in calls] == ["info"]
+
+    process, calls = run_deploy("dev", MODEL_ID="someone/kogpt2-finetuned", MODEL_REVISION="v2")
+    assert process.returncode == 0, process.stdout + process.stderr
+    image = assert_built_and_pushed(
+        calls, tag_pattern("dev", head, model="someone--kogpt2-finetuned", revision="v2"),
+        MODEL_ID="someone/kogpt2-finetuned", MODEL_REVISION="v2")
+    assert aws("lambda").get_function(FunctionName="kogpt2-dev")["Code"]["ImageUri"] == image
+
+    (project / "templates").mkdir()
+    (project / "templates" / "index.html").write_text("<p>not committed</p>\n")
+    process, calls = run_deploy("dev")
+    assert process.returncode == 0, process.stdout + process.stderr
+    image = assert_built_and_pushed(calls, tag_pattern("dev", head, context="ctx[0-9a-f]{8}"))
+    assert image != first_image
+    assert aws("lambda").get_function(FunctionName="kogpt2-dev")["Code"]["ImageUri"] == image
+
+
+def test_a_changed_architecture_is_refused_with_the_commands_that_change_it(
+        run_deploy, project, aws):
+    process, calls = run_deploy("dev")
+    assert process.returncode == 0, process.stdout + process.stderr
+    edit_settings(project, "dev", architecture="arm64")
+    commit(project, "arm64")
+    process, calls = run_deploy("dev")
+    assert process.returncode != 0
+    assert "kogpt2-dev runs on x86_64 and the stage now says arm64" in process.stderr
+    assert "    make undeploy STAGE=dev\n    make deploy STAGE=dev" in process.stderr
+    assert "Traceback" not in process.stderr
+    assert [call[0] for call in calls] == ["info"]  # refused before building anything
+    function = aws("lambda").get_function(FunctionName="kogpt2-dev")
+    assert function["Configuration"]["Architectures"] == ["x86_64"]
+
+
+PRODUCTION = json.loads((ROOT / "zappa_settings.json").read_text())["production"]
+
+
+def test_production_deploys_with_its_limits_and_explicit_origins(run_deploy, project, aws):
+    assert PRODUCTION["extends"] == "dev"
+    process, calls = run_deploy("production")
+    assert process.returncode == 0, process.stdout + process.stderr
+    head = git(project, "rev-parse", "--short=12", "HEAD")
+    assert_built_and_pushed(calls, tag_pattern("production", head))
+    assert stage_limits(aws, "production") == (5, (2.0, 5))
+    variables = aws("lambda").get_function(FunctionName="kogpt2-production")[
+        "Configuration"]["Environment"]["Variables"]
+    # No cross-origin caller until someone lists one; the page is served same-origin.
+    assert variables["KOGPT2_CORS_ORIGINS"] == ""
+    assert variables["KOGPT2_MODEL"] == "/opt/kogpt2/model"
+    assert "2 requests/s (bursts of 5), at most 5 containers at once" in process.stdout
+
+
+@pytest.mark.parametrize("origins", ["*", "https://example.org,*", None])
+def test_production_refuses_cors_for_any_origin(run_deploy, project, aws, origins):
+    settings = json.loads((project / "zappa_settings.json").read_text())
+    variables = settings["production"]["aws_environment_variables"]
+    if origins is None:  # unset: the app's default is '*'
+        del variables["KOGPT2_CORS_ORIGINS"]
+    else:
+        variables["KOGPT2_CORS_ORIGINS"] = origins
+    (project / "zappa_settings.json").write_text(json.dumps(settings, indent=4))
+    process, calls = run_deploy("production")
+    assert process.returncode != 0
+    assert "stage 'production' would let any web page call the API" in process.stderr
+    assert "ALLOW_ANY_ORIGIN=1" in process.stderr
+    assert calls == []  # before docker, before AWS
+    assert aws("lambda").list_functions()["Functions"] == []
+    assert aws("ecr").describe_repositories()["repositories"] == []
+
+    process, calls = run_deploy("production", ALLOW_ANY_ORIGIN="1")
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert aws("lambda").get_function(FunctionName="kogpt2-production")
+
+
+def test_a_stage_without_limits_is_refused(run_deploy, project, aws):
+    settings = json.loads((project / "zappa_settings.json").read_text())
+    del settings["dev"]["lambda_concurrency"]
+    (project / "zappa_settings.json").write_text(json.dumps(settings, indent=4))
+    process, calls = run_deploy("dev")
+    assert process.returncode != 0
+    assert "stage 'dev' needs \"lambda_concurrency\": N" in process.stderr
+    settings["dev"]["lambda_concurrency"] = 2
+    settings["dev"]["kogpt2"]["throttle"]["burst_limit"] = 0
+    (project / "zappa_settings.json").write_text(json.dumps(settings, indent=4))
+    process, calls = run_deploy("dev")
+    assert process.returncode != 0
+    assert "stage 'dev' needs \"kogpt2\": {\"throttle\"" in process.stderr
+    assert calls == []
+    assert aws("lambda").list_functions()["Functions"] == []
+
+
+def test_an_api_key_stage_lets_keyed_callers_and_browser_preflights_in(run_deploy, project, aws):
+    edit_settings(project, "dev", api_key_required=True)
+    commit(project, "api key")
+    process, calls = run_deploy("dev")
+    assert process.returncode == 0, process.stdout + process.stderr
+    apigateway = aws("apigateway")
+    api_id = aws("cloudformation").describe_stack_resource(
+        StackName="kogpt2-dev", LogicalResourceId="Api")["StackResourceDetail"][
+        "PhysicalResourceId"]
+    resources = apigateway.get_resources(restApiId=api_id)["items"]
+    assert sorted(resource["path"] for resource in resources) == ["/", "/{proxy+}"]
+    for resource in resources:
+        def method(name, resource=resource):
+            return apigateway.get_method(
+                restApiId=api_id, resourceId=resource["id"], httpMethod=name)
+        assert method("ANY")["apiKeyRequired"] is True
+        # A preflight never carries the key: OPTIONS goes to the app without one.
+        assert method("OPTIONS")["apiKeyRequired"] is False
+        assert method("OPTIONS")["methodIntegration"]["type"] == "AWS_PROXY"
+        assert (method("OPTIONS")["methodIntegration"]["uri"]
+                == method("ANY")["methodIntegration"]["uri"])
+    # API Gateway refuses a key that is in no usage plan of the stage.
+    (key,) = apigateway.get_api_keys()["items"]
+    assert f"deploy: API key {key['id']}" in process.stdout
+    (plan,) = apigateway.get_usage_plans()["items"]
+    assert plan["name"] == "kogpt2-dev"
+    assert plan["apiStages"] == [{"apiId": api_id, "stage": "dev"}]
+    assert plan["throttle"] == {"rateLimit": 1, "burstLimit": 2}
+    assert [k["id"] for k in apigateway.get_usage_plan_keys(usagePlanId=plan["id"])["items"]] == [
+        key["id"]]
+
+    process, calls = run_deploy("dev")  # an update: nothing added twice
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert len(apigateway.get_usage_plans()["items"]) == 1
+    assert len(apigateway.get_api_keys()["items"]) == 1
+
+    process, calls = run_deploy("dev", "undeploy")
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert apigateway.get_usage_plans()["items"] == []
 
 
 def test_no_docker_is_a_clear_error_before_anything_is_created(run_deploy, aws):
@@ -269,6 +535,10 @@ def test_no_credentials_is_a_clear_error(run_deploy, aws):
     assert "Traceback" not in process.stderr
     assert [call[0] for call in calls] == ["info"]
     assert aws("ecr").describe_repositories()["repositories"] == []
+    process, calls = run_deploy("dev", "undeploy", credentials=False)
+    assert process.returncode != 0
+    assert "deploy: remove-usage-plan: Unable to locate credentials" in process.stderr
+    assert "Traceback" not in process.stderr
 
 
 def test_unknown_stage_and_missing_settings_are_clear_errors(run_deploy, project):
@@ -294,4 +564,5 @@ def test_production_extends_dev(project):
         PROJECT=kogpt2
         LAMBDA_NAME=kogpt2-production
         ARCHITECTURE=x86_64
-        PLATFORM=linux/amd64""").splitlines()
+        PLATFORM=linux/amd64
+        DEFAULT_ENGINE=openvino""").splitlines()

@@ -5,54 +5,26 @@ The task root holds what the image's runtime stage copies and the `zappa_setting
 environment is the dev stage's `aws_environment_variables`, pointed at the tiny stand-in.
 """
 
+import base64
 import json
 import re
-import shutil
+from urllib.parse import quote
 
 import pytest
+from events import parse_events, split_stream
 from lambda_task import (
     ROOT,
+    SETTINGS,
     api_event,
     headers_of,
     invoke,
-    save_python_settings,
+    invoke_logged,
+    make_task_root,
     scheduled_event,
 )
 
-SETTINGS = json.loads((ROOT / "zappa_settings.json").read_text())
 ORIGIN = "https://example.org"
 TITLE = "근육이 커지기 위해서는"
-needs_page = pytest.mark.skipif(
-    not (ROOT / "templates").is_dir(),
-    reason="the page (templates/, static/) comes with issue 4, not merged on this branch",
-)
-
-
-@pytest.fixture(scope="module")
-def task_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("var-task")
-    shutil.copy2(ROOT / "app.py", root)
-    for folder in ("kogpt2", "templates", "static"):
-        if (ROOT / folder).is_dir():
-            shutil.copytree(ROOT / folder, root / folder,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-    save_python_settings(ROOT, "dev", root)
-    return root
-
-
-@pytest.fixture
-def lambda_env(tiny_model_dir):
-    """The dev function's environment, as Lambda sets it, with the tiny stand-in as the model."""
-    env = dict(SETTINGS["dev"]["aws_environment_variables"])
-    env.update(KOGPT2_MODEL=str(tiny_model_dir), KOGPT2_ENGINE="transformers", KOGPT2_THREADS="1")
-    return {
-        "PATH": "/usr/bin:/bin",
-        "HOME": "/tmp",
-        "HF_HUB_OFFLINE": "1",
-        "INSTANTIATE_LAMBDA_HANDLER_ON_IMPORT": "1",
-        "AWS_DEFAULT_REGION": SETTINGS["dev"]["aws_region"],
-        **env,
-    }
 
 
 @pytest.fixture
@@ -119,6 +91,32 @@ def test_preflight_gets_cors_headers_from_the_app(run):
     assert "content-type" in headers["access-control-allow-headers"].lower()
 
 
+def test_browsers_may_send_the_api_key_header(run):
+    # A stage with api_key_required wants `x-api-key` on every call; from a page, that header
+    # needs the app's preflight answer to allow it.
+    (response,) = run(api_event("OPTIONS", "/generate", headers={
+        "Origin": ORIGIN,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,x-api-key",
+    }))
+    assert response["statusCode"] == 200
+    allowed = headers_of(response)["access-control-allow-headers"].lower()
+    assert {"content-type", "x-api-key"} <= {name.strip() for name in allowed.split(",")}
+
+
+def test_production_origins_let_no_other_site_in(run):
+    origins = SETTINGS["production"]["aws_environment_variables"]["KOGPT2_CORS_ORIGINS"]
+    preflight, same_origin = run(
+        api_event("OPTIONS", "/generate", headers={
+            "Origin": ORIGIN, "Access-Control-Request-Method": "POST"}),
+        api_event("POST", "/generate", body={"text": TITLE, "max_new_tokens": 2},
+                  headers={"Content-Type": "application/json"}),
+        KOGPT2_CORS_ORIGINS=origins,
+    )
+    assert "access-control-allow-origin" not in headers_of(preflight)
+    assert same_origin["statusCode"] == 200  # the page, served from the API's own URL
+
+
 def test_bad_requests_get_json_errors_with_cors_headers(run):
     headers = {"Content-Type": "application/json", "Origin": ORIGIN}
     not_json, invalid, wrong_type, unknown = run(
@@ -177,7 +175,6 @@ def test_the_scheduled_warm_up_loads_the_model_of_the_serving_app(run):
     assert json_of(after) == {"status": "ok", "model_state": "ready", "model_loaded": True}
 
 
-@needs_page
 def test_the_page_and_its_assets_live_under_the_stage_prefix(run):
     (page,) = run(api_event("GET", "/", headers={"Accept": "text/html"}))
     assert page["statusCode"] == 200
@@ -189,3 +186,106 @@ def test_the_page_and_its_assets_live_under_the_stage_prefix(run):
     assert assets
     responses = run(*[api_event("GET", url.removeprefix("/dev").split("?")[0]) for url in assets])
     assert [response["statusCode"] for response in responses] == [200] * len(assets)
+
+
+def test_a_stream_arrives_whole_as_a_complete_event_stream(run):
+    """API Gateway REST (v1 proxy) buffers: Zappa's handler returns the whole stream at once.
+    It must still be a valid event stream, ending with the answer, and say the same as the
+    non-streamed answer."""
+    headers = {"Content-Type": "application/json", "Origin": ORIGIN}
+    body = {"text": TITLE, "max_new_tokens": 12}
+    streamed, plain = run(
+        api_event("POST", "/generate", body={**body, "stream": True}, headers=headers),
+        api_event("POST", "/generate", body=body, headers=headers),
+    )
+    assert streamed["statusCode"] == 200 and not streamed.get("isBase64Encoded")
+    response_headers = headers_of(streamed)
+    assert response_headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert response_headers["access-control-allow-origin"] == "*"
+    tokens, last = split_stream(parse_events(streamed["body"]))
+    answer = json_of(plain)
+    assert last["generated_text"] == answer["generated_text"]
+    assert TITLE + "".join(t["text"] for t in tokens) == answer["generated_text"]
+    assert len(tokens) == 12
+
+
+def test_openapi_servers_carry_the_stage_prefix(run):
+    # A client generated from the document must call /dev/generate, not /generate.
+    (response,) = run(api_event("GET", "/openapi.json"))
+    assert response["statusCode"] == 200
+    assert json_of(response)["servers"] == [{"url": "/dev"}]
+
+
+# --- Titles stay out of the function's log (CloudWatch gets all the process writes) ---------
+
+SECRET_TITLE = "로그에남으면안되는제목"  # in no other test, template or message
+
+
+def secret_events():
+    """The page's example link (with a Referer carrying it too), and /generate, plain and base64."""
+    body = {"text": SECRET_TITLE, "max_new_tokens": 3}
+    json_headers = {"Content-Type": "application/json", "Origin": ORIGIN}
+    return [
+        api_event("GET", "/", query={"text": SECRET_TITLE}, headers={
+            "Accept": "text/html", "Referer": f"https://example.org/?text={quote(SECRET_TITLE)}"}),
+        api_event("POST", "/generate", body=body, headers=json_headers),
+        api_event("POST", "/generate", body=body, headers=json_headers, base64_body=True),
+    ]
+
+
+def traces_of_secret():
+    """Every form in which the title or its body could reach a log line."""
+    body = json.dumps({"text": SECRET_TITLE, "max_new_tokens": 3}, ensure_ascii=False)
+    return {
+        SECRET_TITLE,
+        quote(SECRET_TITLE),  # a query string
+        quote(SECRET_TITLE).lower(),
+        json.dumps(SECRET_TITLE)[1:-1],  # \\uXXXX escapes
+        "".join(f"\\\\x{byte:02x}" for byte in SECRET_TITLE.encode()),  # repr() of the bytes
+        base64.b64encode(body.encode()).decode(),  # an isBase64Encoded body
+    }
+
+
+@pytest.fixture(scope="module")
+def debug_task_root(tmp_path_factory):
+    """The dev stage with Zappa's defaults for `debug` and `log_level`: every event logged."""
+    settings = json.loads((ROOT / "zappa_settings.json").read_text())
+    settings["dev"].update(debug=True, log_level="DEBUG")
+    settings_dir = tmp_path_factory.mktemp("debug-settings")
+    (settings_dir / "zappa_settings.json").write_text(json.dumps(settings))
+    root = make_task_root(tmp_path_factory.mktemp("var-task-debug"), settings_dir)
+    assert "LOG_LEVEL='DEBUG'" in (root / "zappa_settings.py").read_text()
+    return root
+
+
+def serve_secret(root, lambda_env, tmp_path, **env):
+    responses, log = invoke_logged(root, secret_events(), {**lambda_env, **env}, tmp_path)
+    assert [response["statusCode"] for response in responses] == [200, 200, 200]
+    return log
+
+
+def test_the_log_holds_no_title_at_info(task_root, lambda_env, tmp_path):
+    log = serve_secret(task_root, lambda_env, tmp_path)
+    leaks = [trace for trace in traces_of_secret() if trace in log]
+    assert not leaks, log
+    # Zappa's access line is still written, with the path and without the query string.
+    assert re.search(r'"GET / HTTP/1\.1" 200 \d+ "https://example\.org/" "curl', log), log
+    assert log.count('"POST /generate HTTP/1.1" 200') == 2, log
+
+
+def test_the_log_holds_no_title_with_zappa_debug_logging(debug_task_root, lambda_env, tmp_path):
+    log = serve_secret(debug_task_root, lambda_env, tmp_path)
+    leaks = [trace for trace in traces_of_secret() if trace in log]
+    assert not leaks, log
+    assert "Zappa Event:" not in log
+    assert "DEBUG:zappa.handler:host found" in log  # DEBUG records do reach the log
+
+
+def test_log_prompts_lets_the_title_into_the_log(debug_task_root, lambda_env, tmp_path):
+    log = serve_secret(debug_task_root, lambda_env, tmp_path, KOGPT2_LOG_PROMPTS="true")
+    access = [json.loads(line) for line in log.splitlines() if line.startswith('{"request_id"')]
+    assert [line["prompt"] for line in access if line["route"] == "/generate"] == [
+        SECRET_TITLE, SECRET_TITLE]
+    # What the filter removes when the setting is off: the query string and the event dump.
+    assert f'"GET /?text={quote(SECRET_TITLE)} HTTP/1.1"' in log
+    assert "Zappa Event:" in log and SECRET_TITLE in log.split("Zappa Event:")[2]

@@ -104,8 +104,12 @@ def test_the_repetition_penalty_covers_the_title(favourite_word_dirs, tokenizer,
     [(ids, _)] = run(engine, tokenizer, max_new_tokens=3, text=OTHER_TITLE)
     assert ids[0] == favourite
     # In the title, the penalty of 2.0 halves it below the runner-up, as transformers does.
-    [(ids, _)] = run(engine, tokenizer, max_new_tokens=3, text=TITLE)
+    heard = []
+    [(ids, _)] = run(engine, tokenizer, max_new_tokens=3, text=TITLE,
+                     watch=Watch(on_token=heard.append))
     assert ids[0] == runner_up
+    # A stream hears only the tokens that stand, not one that CTranslate2 had to pick again.
+    assert heard == ids
     [(ids, _)] = run(engine, tokenizer, GenerationParams(repetition_penalty=1.0),
                      max_new_tokens=1, text=TITLE)
     assert ids == [favourite]

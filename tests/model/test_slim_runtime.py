@@ -92,3 +92,45 @@ def test_slim_runtime_serves_a_converted_model_without_torch(engine, request):
     assert imported, "no third-party package seen: the audit itself is broken"
     assert imported <= installed, f"missing from requirements-slim.txt: {imported - installed}"
     assert {"torch", "transformers"}.isdisjoint(installed)
+
+
+PREPARE_WITHOUT_TORCH = r"""
+import json, sys
+
+class BlockTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("torch", "transformers"):
+            raise ImportError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, BlockTorch())
+from app import create_app
+from kogpt2.model import ModelLoadError
+
+app = create_app({"MODEL": sys.argv[1], "THREADS": 1, "LOAD_RETRY_S": 60})
+client = app.test_client()
+first = client.post("/generate", json={"text": "근육이 커지기 위해서는"})
+try:
+    app.extensions["kogpt2"].load(wait=True)
+except ModelLoadError:
+    pass
+then = client.post("/generate", json={"text": "근육이 커지기 위해서는"})
+print(json.dumps({"first": first.json, "then": then.json, "status": then.status_code}))
+"""
+
+
+def test_the_slim_runtime_says_how_to_prepare_a_transformers_model_ahead_of_time(
+    tiny_model_dir, tmp_path
+):
+    env = {**os.environ, "KOGPT2_CACHE_DIR": str(tmp_path)}
+    env.pop("KOGPT2_ENGINE", None)
+    process = subprocess.run(
+        [sys.executable, "-c", PREPARE_WITHOUT_TORCH, str(tiny_model_dir)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert process.returncode == 0, process.stderr
+    report = json.loads(process.stdout.splitlines()[-1])
+    assert report["first"]["error_type"] == "model_loading"
+    assert (report["status"], report["then"]["error_type"]) == (503, "model_unavailable")
+    assert "convert.py" not in json.dumps(report)  # operator advice stays in the log...
+    assert "python scripts/convert.py SRC OUT --engine" in process.stderr  # ...which has it
+    assert not [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]

@@ -2,6 +2,7 @@ import threading
 import time
 
 import pytest
+from answers import assert_error
 
 from kogpt2.config import Settings
 from kogpt2.web.limits import ConcurrencyLimit, Overloaded
@@ -132,3 +133,55 @@ def test_an_overloaded_server_answers_429_and_stays_healthy(make_app, monkeypatc
     busy.join()
     assert statuses == [200]
     assert client.post("/generate", json={"text": TITLE, "max_new_tokens": 1}).status_code == 200
+
+
+def test_requests_the_model_cant_take_are_refused_before_they_queue(make_app, monkeypatch):
+    """422, not 429: a request over the limits never waits for, or takes, a slot."""
+    app = make_app(max_concurrency=1, queue_size=0, max_new_tokens=1000)
+    generator = app.extensions["kogpt2"]
+    client = app.test_client()
+    assert client.post("/generate", json={"text": TITLE, "max_new_tokens": 1}).status_code == 200
+    started, release = threading.Event(), threading.Event()
+    real_run = generator.run
+
+    def slow_run(*args, **kwargs):
+        started.set()
+        release.wait(10)
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(generator, "run", slow_run)
+    busy = threading.Thread(target=lambda: app.test_client().post(
+        "/generate", json={"text": TITLE, "max_new_tokens": 1}))
+    busy.start()
+    assert started.wait(10)
+    try:
+        assert client.post("/generate", json={"text": TITLE}).status_code == 429  # saturated
+        over_cap = client.post("/generate", json={"text": TITLE, "max_new_tokens": 1001})
+        assert "at most 1000" in assert_error(over_cap, 422, "validation_error")
+        too_long = client.post("/generate", json={"text": TITLE * 40, "max_new_tokens": 1000})
+        assert "1024 positions" in assert_error(too_long, 422, "validation_error")
+        assert client.get("/info").get_json()["concurrency"]["waiting"] == 0
+    finally:
+        release.set()
+        busy.join()
+
+
+@pytest.mark.parametrize("breakage", ["weights_corrupt", "directory_missing"])
+def test_requests_over_the_limits_get_422_when_the_model_cant_load(
+    make_app, tiny_model_dir, tmp_path, breakage
+):
+    import shutil
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    if breakage == "weights_corrupt":
+        (model / "model.safetensors").write_bytes(b"not a model")
+    else:
+        shutil.rmtree(model)
+    client = make_app(model=str(model), max_new_tokens=1000).test_client()
+    over_cap = client.post("/generate", json={"text": TITLE, "max_new_tokens": 1001})
+    assert_error(over_cap, 422, "validation_error")
+    if breakage == "weights_corrupt":  # the tokenizer is there: token limits are checked too
+        too_long = client.post("/generate", json={"text": TITLE * 40, "max_new_tokens": 1000})
+        assert "1024 positions" in assert_error(too_long, 422, "validation_error")
+    assert_error(client.post("/generate", json={"text": TITLE}), 503, "model_unavailable")
+    assert client.get("/info").get_json()["load_count"] == 0

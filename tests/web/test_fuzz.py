@@ -23,6 +23,7 @@ CHECKS = [
     response_schema_conformance,
 ]
 GENERATE_CASES = 1000
+COMPLETIONS_CASES = 300
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,17 @@ def test_generate_survives_a_thousand_generated_requests(schema):
     assert len(cases) >= GENERATE_CASES
 
 
-@pytest.mark.parametrize("path", ["/health", "/info", "/openapi.json"])
+def test_completions_survive_generated_requests(schema):
+    operation = schema["/v1/completions"]["POST"]
+    strategy = st.one_of(
+        operation.as_strategy(generation_mode=schemathesis.GenerationMode.POSITIVE),
+        operation.as_strategy(generation_mode=schemathesis.GenerationMode.NEGATIVE),
+    )
+    assert len(run_cases(strategy, COMPLETIONS_CASES)) >= COMPLETIONS_CASES
+
+
+@pytest.mark.parametrize("path", ["/health", "/info", "/openapi.json", "/v1/models",
+                                  "/v1/models/{model}"])
 def test_read_routes_answer_as_documented(schema, path):
     assert run_cases(schema[path]["GET"].as_strategy(), 20)
 
