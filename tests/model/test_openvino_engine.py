@@ -114,6 +114,31 @@ def test_float32_export_at_f32_gives_transformers_greedy_tokens(
         assert generate(engine, prompt, params, max_new_tokens=86) == [(expected, "length")]
 
 
+def test_full_size_float32_export_gives_transformers_greedy_tokens(
+    full_size_model_dir, tmp_path_factory
+):
+    """The same on KoGPT2's real shape (12 layers, 12 heads, 768 wide; ~20 s): the default
+    request's 86 greedy tokens, as transformers gives them, to the last one."""
+    import torch
+    from convert import convert
+    from transformers import GPT2LMHeadModel
+
+    out = convert(str(full_size_model_dir), tmp_path_factory.mktemp("full-ov") / "float32",
+                  engine="openvino", weight_format="float32")
+    prompt = encode(load_tokenizer(full_size_model_dir), TITLES[0])
+    reference = GPT2LMHeadModel.from_pretrained(full_size_model_dir).eval()
+    with torch.inference_mode():
+        expected = reference.generate(
+            torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=int),
+            max_new_tokens=86, repetition_penalty=2.0, do_sample=False, pad_token_id=3,
+            eos_token_id=1,
+        )[0, len(prompt):].tolist()
+    del reference
+    assert len(expected) == 86 and 1 not in expected
+    engine = openvino.load(out, threads=2, compute_type="default")
+    assert generate(engine, prompt, max_new_tokens=86) == [(expected, "length")]
+
+
 def bf16_cpu() -> bool:
     import openvino as ov
 
