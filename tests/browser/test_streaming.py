@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from kogpt2.model import engines
+
 TITLE = "근육이 커지기 위해서는"
 ROOT = Path(__file__).resolve().parents[2]
+DEFAULT = next(kind for kind in engines.PREFERRED if kind.installed())  # what auto prepares for
 PHONE = {"width": 375, "height": 812}
 # True once the page says it has received more than `n` tokens of the stream.
 TOKENS_SHOWN = "n => Number(document.getElementById('stream-tokens').textContent) > n"
@@ -151,7 +154,8 @@ def test_markup_in_a_streamed_title_and_text_stays_text(page, streaming_server, 
 @pytest.fixture
 def preparing_server(live_server, tiny_model_dir, tmp_path):
     """A server whose model (a transformers directory, engine auto) still has to be prepared
-    for CTranslate2 into an empty cache, slowed to take ~8 s (slow_prepare/sitecustomize.py)."""
+    for the default engine into an empty cache, slowed to take ~8 s
+    (slow_prepare/sitecustomize.py)."""
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
     env = {
@@ -184,7 +188,7 @@ def test_a_model_being_prepared_shows_progress_then_generates_by_itself(
     generate(page)
     loading = page.locator("#loading")
     expect(loading).to_be_visible()
-    expect(page.locator("#loading-stage")).to_contain_text("converting to ctranslate2")
+    expect(page.locator("#loading-stage")).to_contain_text(f"converting to {DEFAULT.name}")
     expect(page.locator("#progress")).to_be_hidden()  # nothing is being written yet
     page.wait_for_function("() => document.getElementById('loading-bar').value >= 20")
     page.screenshot(path=screenshots / "desktop-model-loading.png")
@@ -198,6 +202,6 @@ def test_a_model_being_prepared_shows_progress_then_generates_by_itself(
     percents = [percent for _, percent in page.evaluate("window.loadingSeen")]
     assert len(set(percents)) >= 2 and max(percents) > 0, percents  # the bar moved
     info = page.request.get(f"{preparing_server}/info").json()
-    assert (info["state"], info["engine"]) == ("ready", "ctranslate2")
+    assert (info["state"], info["engine"]) == ("ready", DEFAULT.name)
     # The browser logs each 503 itself; nothing else went wrong.
     assert [e for e in browser_errors if "status of 503" not in e] == []

@@ -57,7 +57,8 @@ def entries(cache: Path) -> list[Path]:
 
 def stage_of_work() -> str:
     # The stage during which the engine writes its files (before the rename into place).
-    return {"ctranslate2": "converting", "openvino": "exporting"}.get(DEFAULT.name, "saving")
+    # ("converting to CTranslate2 int8", "converting to OpenVINO")
+    return {"ctranslate2": "converting", "openvino": "converting"}.get(DEFAULT.name, "saving")
 
 
 def test_a_killed_preparation_leaves_no_cache_entry_and_the_next_one_cleans_up(

@@ -238,14 +238,27 @@ def prepare(source_dir: Path, out_dir: Path, *, weight_format: str,
     del model
     if weight_format == "int8":
         progress("compressing weights to int8", 0.65)
-        import nncf
-
-        # Asymmetric per-channel int8 of every weight, the embeddings and output head included
-        # (optimum-intel's --weight-format int8). The CPU runs it as int8 weights, not int8 math.
-        ov_model = nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+        ov_model = compress_int8(ov_model)
     progress("writing the OpenVINO model", 0.95)
     # compress_to_fp16 would store the float32 export's weights (and int8's scales) in fp16.
     ov.save_model(ov_model, Path(out_dir) / MODEL_XML, compress_to_fp16=False)
+
+
+def compress_int8(ov_model):
+    """Asymmetric per-channel int8 of every weight, the embeddings and output head included
+    (what optimum-intel's --weight-format int8 writes)."""
+    import contextlib
+    import io
+    import logging
+
+    import nncf
+
+    # nncf prints a statistics table (its logger) and a progress bar (rich, on stdout): noise
+    # in a server's log, where `progress` already tells the stage. The redirect is process-wide
+    # for these few seconds; the service logs through logging handlers, which it doesn't touch.
+    nncf.set_log_level(logging.WARNING)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM)
 
 
 def check_config(config) -> None:
