@@ -15,7 +15,7 @@ from .schemas import (
     LegacyResponse,
 )
 from .state import get_generator, get_settings
-from .stream import stream_response
+from .stream import GenerateEvents, stream_response
 
 bp = Blueprint("api", __name__)
 
@@ -68,7 +68,7 @@ def generate():
     generate_request = GenerateRequest.model_validate(body)
     prompt = check(generate_request.text, generate_request.params())
     if generate_request.stream:
-        return stream_response(prompt, deadline())
+        return stream_response(prompt, deadline(), GenerateEvents(g.get("request_id")))
     result = generate_text(prompt)
     return GenerateResponse.from_result(result).model_dump()
 

@@ -1,14 +1,17 @@
-"""POST /generate with "stream": true: server-sent events, one per new token, then the answer.
+"""Streamed answers: a generation on a thread of its own, its text sent as server-sent events.
 
-    data: {"token": {"id": 1234, "text": " 운동"}}      one per new token (</s> is not text)
-    data: {"generated_text": ..., "generations": ..., "details": ...}   the non-streamed answer
-    data: {"error": ..., "error_type": ..., "request_id": ...}        instead, if it failed
+Two faces stream (POST /generate with "stream": true, POST /v1/completions with "stream":
+true); they differ only in the events they write (`Events`). What they share is here:
 
-Everything that can be refused is refused before the answer starts, with the usual JSON error
-and status: the checks, the generation slot (429), the model's load (503), and a failure before
-the first token. The generation runs on a thread of its own that feeds a queue; the server's
-thread writes the events. When the client goes away, writing fails, the server closes the
-body, and `close()` cancels the generation, which stops within a token.
+- Everything that can be refused is refused before the answer starts, with the usual status:
+  the checks (before this module), the generation slot (429), the model's load (503), and a
+  failure before the first token. A later failure is the stream's last event.
+- The generation runs on its own thread, which holds the slot and releases it when the
+  generation ends, however it ends; the server's thread writes the events. When the client
+  goes away, writing fails, the server closes the body, and `close()` cancels the generation,
+  which stops within a token.
+- The request's log line is written when the stream ends, with the tokens sent and how it
+  ended (observe.py hands it over).
 """
 
 import contextlib
@@ -17,11 +20,13 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from flask import Response, current_app, g
 
 from ..model import GenerationResult, Prompt
-from .errors import describe
+from .errors import APIError, describe
 from .limits import get_limit
 from .observe import write_access_line
 from .schemas import GenerateResponse, StreamError, Token, TokenEvent
@@ -38,13 +43,47 @@ def event(value: dict) -> bytes:
     return f"data: {json.dumps(value, ensure_ascii=False)}\n\n".encode()
 
 
-class TokenStream:
+class Events(Protocol):
+    """How one face writes a stream: what it sends first, per token, at the end, on failure."""
+
+    def opening(self) -> Iterable[bytes]: ...
+
+    def token(self, token_id: int, text: str) -> Iterable[bytes]: ...
+
+    def done(self, result: GenerationResult) -> Iterable[bytes]: ...
+
+    def failed(self, error: APIError) -> Iterable[bytes]: ...
+
+
+class GenerateEvents:
+    """POST /generate's events: each token, then the non-streamed answer (or the error)."""
+
+    def __init__(self, request_id: str | None):
+        self.request_id = request_id
+
+    def opening(self):
+        return ()
+
+    def token(self, token_id, text):
+        yield event(TokenEvent(token=Token(id=token_id, text=text)).model_dump())
+
+    def done(self, result):
+        yield event(GenerateResponse.from_result(result).model_dump())
+
+    def failed(self, error):
+        yield event(StreamError(error=error.message, error_type=error.error_type,
+                                request_id=self.request_id).model_dump())
+
+
+class GenerationStream:
     """The body of a streamed answer. Owns the generation slot from `start` on: its thread
     releases it when the generation ends, however it ends; `close` cancels and waits for it."""
 
-    def __init__(self, prompt: Prompt, until: float):
-        self.prompt, self.until = prompt, until
-        self.app = current_app._get_current_object()  # the body is written after the request
+    def __init__(self, prompt: Prompt, until: float, events: Events,
+                 stop: Sequence[str] = ()):
+        self.prompt, self.until, self.events, self.stop = prompt, until, events, stop
+        # The body is written after the request, and the generation runs on another thread.
+        self.app, self.generator = current_app._get_current_object(), get_generator()
         self.request_id = g.get("request_id")
         self._items: queue.Queue = queue.Queue()
         self._cancel = threading.Event()
@@ -55,43 +94,47 @@ class TokenStream:
         self._ended = threading.Lock()  # whoever takes it writes the log line, once
         self.tokens = 0
         self.result: GenerationResult | None = None
-        self.error = None
+        self.error: APIError | None = None
 
-    def start(self, release) -> None:
+    def start(self) -> None:
+        """Take a slot and make sure the model is loaded (429, 503: before the answer starts),
+        then start generating; answer once the first token (or the end) is there."""
+        with contextlib.ExitStack() as held:
+            held.enter_context(get_limit().slot(self.until))
+            self.generator.load()
+            release = held.pop_all().close  # from here on, the thread releases the slot
         try:
-            self._start(release)
+            self._thread = threading.Thread(target=self._generate, args=(release,),
+                                            name="kogpt2-stream", daemon=True)
+            self._thread.start()
         except BaseException:  # no thread to release the slot
             release()
             raise
+        try:
+            self._first = self._next()
+            if self._first[0] == "error":  # before the first token: the usual error answer
+                raise self._first[1]
+        except BaseException:
+            self.close()
+            raise
 
-    def _start(self, release) -> None:
-        generator = get_generator()
+    def _generate(self, release) -> None:
+        generator = self.generator
         pieces = generator.text_stream(self.prompt)
 
         def on_token(token_id: int) -> None:
             text = pieces.push(token_id)
             if text is not None:
-                self._items.put(("token", Token(id=token_id, text=text)))
+                self._items.put(("token", token_id, text))
 
-        def generate() -> None:
-            try:
-                item = ("done", generator.run(self.prompt, deadline=self.until,
-                                              cancel=self._cancel, on_token=on_token))
-            except Exception as exc:  # told to the client as the last event
-                item = ("error", exc)
-            finally:
-                release()  # before the last event goes out: a client that reads it finds it free
-            self._items.put(item)
-
-        self._thread = threading.Thread(target=generate, name="kogpt2-stream", daemon=True)
-        self._thread.start()
-
-    def first(self):
-        """Wait for the first item. A failure before the first token is raised here, so the
-        caller answers it with its status instead of a stream."""
-        self._first = self._next()
-        if self._first[0] == "error":
-            raise self._first[1]
+        try:
+            item = ("done", generator.run(self.prompt, deadline=self.until, cancel=self._cancel,
+                                          on_token=on_token, stop=self.stop))
+        except Exception as exc:  # told to the client as the last event
+            item = ("error", exc)
+        finally:
+            release()  # before the last event goes out: a client that reads it finds it free
+        self._items.put(item)
 
     def _next(self):
         wait = max(0.0, self.until + STUCK_AFTER_S - time.monotonic())
@@ -102,26 +145,26 @@ class TokenStream:
             return "error", TimeoutError("the generation did not stop at its deadline")
 
     def __iter__(self):
+        yield from self.events.opening()
         item, self._first = self._first or self._next(), None
         while item[0] == "token":
             self.tokens += 1
-            yield event(TokenEvent(token=item[1]).model_dump())
+            yield from self.events.token(item[1], item[2])
             item = self._next()
         if item[0] == "done":
             self.result = item[1]
-            yield event(GenerateResponse.from_result(item[1]).model_dump())
+            yield from self.events.done(item[1])
         else:
-            yield event(self._error_event(item[1]))
+            yield from self.events.failed(self._describe(item[1]))
         self._end(cancelled=False)
 
-    def _error_event(self, exc: Exception) -> dict:
+    def _describe(self, exc: Exception) -> APIError:
         with self.app.app_context():
             self.error = describe(exc)
         if self.error.error_type == "internal_error":
             log.error("generation failed mid-stream (request %s)", self.request_id,
                       exc_info=exc)
-        return StreamError(error=self.error.message, error_type=self.error.error_type,
-                           request_id=self.request_id).model_dump()
+        return self.error
 
     def log_at_end(self, line: dict, started: float) -> None:
         """observe.finish_response hands over the request's log line; it is written when the
@@ -141,11 +184,11 @@ class TokenStream:
         if cancelled:  # how the generation ended, if it stopped in time, for the log line
             with contextlib.suppress(queue.Empty):
                 while True:
-                    kind, value = self._items.get_nowait()
-                    if kind == "done":
-                        self.result = value
-                    elif kind == "error":
-                        self._error_event(value)
+                    item = self._items.get_nowait()
+                    if item[0] == "done":
+                        self.result = item[1]
+                    elif item[0] == "error":
+                        self._describe(item[1])
         line = self._access_line
         if line is None:  # not served through the app (nothing to log)
             return
@@ -163,19 +206,10 @@ class TokenStream:
         write_access_line(line)
 
 
-def stream_response(prompt: Prompt, until: float) -> Response:
-    """Take a slot, make sure the model is loaded, start generating, and answer once the first
-    token (or the end) is there."""
-    stream = TokenStream(prompt, until)
-    with contextlib.ExitStack() as held:
-        held.enter_context(get_limit().slot(until))
-        get_generator().load()  # 503 while the model is prepared, before the stream starts
-        stream.start(held.pop_all().close)  # the stream's thread releases the slot now
-    try:
-        stream.first()
-    except BaseException:
-        stream.close()
-        raise
+def stream_response(prompt: Prompt, until: float, events: Events,
+                    stop: Sequence[str] = ()) -> Response:
+    stream = GenerationStream(prompt, until, events, stop)
+    stream.start()
     response = Response(stream, mimetype="text/event-stream")
     # Proxies and browsers must pass each event on as it comes (X-Accel-Buffering: nginx).
     response.headers["Cache-Control"] = "no-cache"
