@@ -236,6 +236,13 @@ def time_to_first_token_ms(base: str, reps: int) -> float:
     return statistics.median(times)
 
 
+def settle() -> None:
+    """Let the previous contender's worker threads go idle before the next one is timed:
+    OpenMP's threads (torch, CTranslate2) spin for a while after their work, on the same two
+    cores."""
+    time.sleep(0.5)
+
+
 def summarise(cold_s, warm, concurrent, rss_mb, compute_type) -> dict:
     seconds = statistics.median(s for s, _, _ in warm)
     tokens = statistics.median(n for _, n, _ in warm)
@@ -366,16 +373,19 @@ def main(argv=None) -> int:
         for rep in range(reps):
             print(f"warm round {rep + 1} of {reps} ...", file=sys.stderr)
             for times, contender in zip(warm, running, strict=True):
+                settle()
                 times.append(contender.request())
         for (_, threads, engine, _), contender in zip(contenders, running, strict=True):
             if engine == default:
                 print(f"time to first token, {threads} thread(s) ...", file=sys.stderr)
+                settle()
                 ttft[threads] = time_to_first_token_ms(contender.base, reps)
         rows, bases = [], {}
         for (name, threads, engine, _), contender, times in zip(contenders, running, warm,
                                                                strict=True):
             print(f"{CONCURRENT} concurrent requests to {name}, {threads} thread(s) ...",
                   file=sys.stderr)
+            settle()
             concurrent = contender.concurrent()
             load = os.getloadavg()[0]  # others' work on the CPUs slows every figure
             result = summarise(contender.cold_s, times, concurrent, *contender.stop())

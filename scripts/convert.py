@@ -13,7 +13,6 @@ its own, into its cache, when given a transformers model; this is the way to do 
 import argparse
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
@@ -54,7 +53,7 @@ def convert(source: str, out_dir, *, engine: str = DEFAULT_ENGINE, weight_format
                 f"the {engine} engine takes --weight-format {' or '.join(kind.weight_formats)}"
             )
         out.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        work = prepare.new_work_dir(out.parent, f".{out.name}.")
         try:
             prepare.write_entry(origin, kind, weight_format, work, progress)
             if out.exists():

@@ -320,9 +320,10 @@ class Generator:
 
     def _load_engine(self, kind, model_dir: Path, origin: Source | None) -> Engine:
         here = local_source(str(model_dir))
-        vocabulary = _vocabulary_of(here)
+        # A prepared copy holds its source's tokenizer: the one check() read serves both.
+        vocabulary = self._vocabulary or _vocabulary_of(here)
         engine = engines.load(kind, model_dir, threads=self.threads,
-                              compute_type=self.compute_type)
+                              compute_type=self.compute_type, tokenizer=vocabulary.tokenizer)
         self._vocabulary = vocabulary
         # A prepared copy records the hub id and commit it came from; a snapshot is named by them.
         self._source = here if here.hub_id or origin is None else origin

@@ -94,6 +94,14 @@ def write_entry(source: Source, kind, weight_format: str, out: Path, report: Rep
     )
 
 
+def new_work_dir(parent: Path, prefix: str) -> Path:
+    """An empty directory to write an entry into, readable by all as the entry will be (mkdtemp
+    makes it its owner's alone; an image built as root runs as another user on Lambda)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    work.chmod(0o755)
+    return work
+
+
 def prepare(source: Source, kind, weight_format: str, cache_root: Path, report: Report) -> Path:
     """The cache entry for (source, engine, weight format), prepared now if it is missing."""
     if weight_format not in kind.weight_formats:
@@ -120,7 +128,7 @@ def prepare(source: Source, kind, weight_format: str, cache_root: Path, report: 
             shutil.rmtree(stale, ignore_errors=True)
         log.info("preparing %s for the %s engine (%s) into %s",
                  source.hub_id or source.path, kind.name, weight_format, final)
-        work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=cache_root))
+        work = new_work_dir(cache_root, f".{name}.")
         try:
             write_entry(source, kind, weight_format, work, report)
             os.rename(work, final)

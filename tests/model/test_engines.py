@@ -256,5 +256,4 @@ def test_compute_type_can_be_chosen(tiny_ct2_float32_dir, tokenizer):
 
 def test_transformers_computes_in_float32_only(tiny_model_dir):
     with pytest.raises(ModelLoadError, match="float32 only"):
-        load_transformers = engines.TRANSFORMERS.module_().load
-        load_transformers(tiny_model_dir, threads=1, compute_type="int8")
+        engines.load(engines.TRANSFORMERS, tiny_model_dir, threads=1, compute_type="int8")

@@ -10,6 +10,7 @@ import threading
 import numpy as np
 import pytest
 
+from kogpt2.model import engines
 from kogpt2.model.engines import openvino
 from kogpt2.model.engines.openvino import MODEL_BIN, MODEL_XML
 from kogpt2.model.params import GenerationParams
@@ -99,7 +100,7 @@ def test_float32_export_at_f32_gives_transformers_greedy_tokens(
     from transformers import GPT2LMHeadModel
 
     reference = GPT2LMHeadModel.from_pretrained(tiny_model_dir).eval()
-    engine = openvino.load(exported["float32"], threads=1, compute_type="default")
+    engine = engines.load(engines.OPENVINO, exported["float32"], threads=1, compute_type="default")
     assert engine.compute_type == "float32 weights, f32 compute"
     params = GenerationParams(repetition_penalty=repetition_penalty)
     for title in TITLES:
@@ -135,7 +136,7 @@ def test_full_size_float32_export_gives_transformers_greedy_tokens(
         )[0, len(prompt):].tolist()
     del reference
     assert len(expected) == 86 and 1 not in expected
-    engine = openvino.load(out, threads=2, compute_type="default")
+    engine = engines.load(engines.OPENVINO, out, threads=2, compute_type="default")
     assert generate(engine, prompt, max_new_tokens=86) == [(expected, "length")]
 
 
@@ -147,7 +148,8 @@ def bf16_cpu() -> bool:
 
 def test_compute_type_says_what_runs(exported):
     def compute_type(weights, name):
-        return openvino.load(exported[weights], threads=1, compute_type=name).compute_type
+        engine = engines.load(engines.OPENVINO, exported[weights], threads=1, compute_type=name)
+        return engine.compute_type
 
     assert compute_type("int8", "default") == "int8 weights, int8 compute"
     assert compute_type("int8", "f32") == compute_type("int8", "float32") == (
@@ -160,31 +162,31 @@ def test_compute_type_says_what_runs(exported):
 
 def test_an_unknown_compute_type_is_refused(exported):
     with pytest.raises(ModelLoadError, match="int8, bf16, f32 or default, not 'int4'"):
-        openvino.load(exported["int8"], threads=1, compute_type="int4")
+        engines.load(engines.OPENVINO, exported["int8"], threads=1, compute_type="int4")
 
 
 def test_int8_compute_needs_int8_weights(exported):
     with pytest.raises(ModelLoadError, match="float32 weights: int8 compute needs an int8"):
-        openvino.load(exported["float32"], threads=1, compute_type="int8")
+        engines.load(engines.OPENVINO, exported["float32"], threads=1, compute_type="int8")
 
 
 def test_a_transformers_directory_says_how_to_convert(tiny_model_dir):
     with pytest.raises(ModelLoadError, match="not an OpenVINO model directory.*convert.py"):
-        openvino.load(tiny_model_dir, threads=1)
+        engines.load(engines.OPENVINO, tiny_model_dir, threads=1, compute_type="default")
 
 
 def test_corrupt_weights_give_a_load_error(exported, tmp_path):
     model_dir = shutil.copytree(exported["int8"], tmp_path / "model")
     (model_dir / "openvino_model.bin").write_bytes(b"not a model")
     with pytest.raises(ModelLoadError, match="could not load"):
-        openvino.load(model_dir, threads=1)
+        engines.load(engines.OPENVINO, model_dir, threads=1, compute_type="default")
 
 
 def test_a_missing_tokenizer_is_named(exported, tmp_path):
     model_dir = shutil.copytree(exported["int8"], tmp_path / "model")
     (model_dir / "tokenizer.json").unlink()
     with pytest.raises(ModelLoadError, match="tokenizer"):
-        openvino.load(model_dir, threads=1)
+        engines.load(engines.OPENVINO, model_dir, threads=1, compute_type="default")
 
 
 def test_an_openvino_model_from_elsewhere_is_refused(exported, tmp_path):
@@ -196,14 +198,14 @@ def test_an_openvino_model_from_elsewhere_is_refused(exported, tmp_path):
     ov.save_model(ov.Model([ops.convert(ids, ov.Type.f32)], [ids]),
                   model_dir / "openvino_model.xml")
     with pytest.raises(ModelLoadError, match="didn't export.*convert.py"):
-        openvino.load(model_dir, threads=1)
+        engines.load(engines.OPENVINO, model_dir, threads=1, compute_type="default")
 
 
 def test_the_cache_follows_its_rows_when_they_fan_out_and_drop_out(exported, tokenizer):
     """beam_idx picks which cached row each new row continues: the prompt's one row fans out
     to several sequences, and a finished sequence's row drops out. Each row's logits must
     then be those of its own sequence run alone."""
-    engine = openvino.load(exported["float32"], threads=1, compute_type="f32")
+    engine = engines.load(engines.OPENVINO, exported["float32"], threads=1, compute_type="f32")
     prompt = encode(tokenizer, TITLES[0])
 
     def alone(sequence):
@@ -226,7 +228,7 @@ def test_the_cache_follows_its_rows_when_they_fan_out_and_drop_out(exported, tok
 
 def test_several_sequences_at_top_k_1_are_each_the_greedy_text(exported, tokenizer):
     # At f32: in bf16 a batch of 4 rounds differently from a batch of 1, flipping near-ties.
-    engine = openvino.load(exported["float32"], threads=1, compute_type="f32")
+    engine = engines.load(engines.OPENVINO, exported["float32"], threads=1, compute_type="f32")
     prompt = encode(tokenizer, TITLES[0])
     greedy = generate(engine, prompt)
     params = GenerationParams(do_sample=True, top_k=1, num_return_sequences=4)
@@ -242,7 +244,7 @@ def test_sequences_that_end_early_leave_the_others_in_their_own_context(
     import torch
     from transformers import GPT2LMHeadModel
 
-    engine = openvino.load(exported["float32"], threads=1, compute_type="f32")
+    engine = engines.load(engines.OPENVINO, exported["float32"], threads=1, compute_type="f32")
     prompt = encode(tokenizer, TITLES[1])
     params = GenerationParams(do_sample=True, top_k=3, num_return_sequences=4)
     rows = [ids for ids, _ in generate(engine, prompt, params, seed=8, max_new_tokens=12)]
@@ -265,7 +267,7 @@ def test_sequences_that_end_early_leave_the_others_in_their_own_context(
 
 
 def test_concurrent_seeded_requests_each_reproduce(exported, tokenizer):
-    engine = openvino.load(exported["int8"], threads=1)
+    engine = engines.load(engines.OPENVINO, exported["int8"], threads=1, compute_type="default")
     prompt = encode(tokenizer, TITLES[0])
     params = GenerationParams(do_sample=True, temperature=1.5, num_return_sequences=2)
     expected = {seed: generate(engine, prompt, params, seed=seed) for seed in range(6)}

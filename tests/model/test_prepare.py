@@ -101,6 +101,8 @@ def test_two_processes_prepare_the_same_model_once(tiny_model_dir, tmp_path):
 def test_the_entry_records_where_it_came_from(tiny_model_dir, tmp_path):
     entry = prepare.prepare(local_source(str(tiny_model_dir)), DEFAULT, "int8", tmp_path,
                             lambda stage, fraction=None: None)
+    # Readable by every user, as the image's model is by Lambda's (not root).
+    assert entry.stat().st_mode & 0o777 == 0o755
     metadata = json.loads((entry / "kogpt2-model.json").read_text())
     assert metadata["source"] == str(tiny_model_dir.resolve())
     assert (metadata["engine"], metadata["weight_format"]) == (DEFAULT.name, "int8")

@@ -20,6 +20,7 @@ def test_converted_directory_serves_end_to_end(tiny_model_dir, tmp_path, make_ap
     tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
     assert tokenizer_config["bos_token"] == tokenizer_config["eos_token"] == "</s>"
     assert tokenizer_config["model_max_length"] == 1024
+    assert out.stat().st_mode & 0o777 == 0o755  # Lambda runs as another user than the build
     metadata = json.loads((out / "kogpt2-model.json").read_text())
     assert metadata["engine"] == "ctranslate2" and metadata["weight_format"] == "int8"
     assert metadata["source"] == str(tiny_model_dir) and metadata["max_positions"] == 1024

@@ -10,7 +10,10 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokenizers import Tokenizer
+
 from ..seam import Engine, ModelLoadError
+from ..vocab import load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,14 @@ def kind_of(path: Path) -> EngineKind | None:
     return next((kind for kind in ENGINES.values() if kind.holds(path)), None)
 
 
-def load(kind: EngineKind, model_dir: Path, *, threads: int, compute_type: str) -> Engine:
-    return kind.module_().load(model_dir, threads=threads, compute_type=compute_type)
+def load(kind: EngineKind, model_dir: Path, *, threads: int, compute_type: str,
+         tokenizer: Tokenizer | None = None) -> Engine:
+    """Load `kind` from `model_dir`; `tokenizer`, the caller's copy of the model's own, spares
+    the engine reading it again (it needs the special tokens' ids)."""
+    if tokenizer is None:
+        tokenizer = load_tokenizer(model_dir)
+    return kind.module_().load(model_dir, threads=threads, compute_type=compute_type,
+                               tokenizer=tokenizer)
 
 
 def prepare(kind: EngineKind, source_dir: Path, out_dir: Path, *, weight_format: str,

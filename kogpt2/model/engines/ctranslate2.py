@@ -16,7 +16,7 @@ import numpy
 
 from ..params import GenerationParams
 from ..seam import ModelLoadError, finish, short_reason
-from ..vocab import EOS_TOKEN, SPECIAL_TOKENS_MAP, eos_id, load_tokenizer
+from ..vocab import EOS_TOKEN, SPECIAL_TOKENS_MAP, eos_id
 
 NAME = "ctranslate2"
 WEIGHT_FORMATS = {"int8": "int8", "float32": "float32", "int8_float32": "int8_float32"}
@@ -27,9 +27,9 @@ GENERATION_LOCK = threading.Lock()
 class CTranslate2Engine:
     name = NAME
 
-    def __init__(self, model_dir: Path, *, threads: int, compute_type: str):
+    def __init__(self, model_dir: Path, *, threads: int, compute_type: str, tokenizer):
         self.model_dir = model_dir
-        self.tokenizer = load_tokenizer(model_dir)  # start tokens go in as token strings
+        self.tokenizer = tokenizer  # start tokens go in as token strings
         self.eos_id = eos_id(self.tokenizer)
         self._options = dict(device="cpu", compute_type=compute_type, intra_threads=threads)
         # The one live ctranslate2.Generator. It is dropped while the interpreter still runs:
@@ -145,9 +145,10 @@ def is_own_format(path: Path) -> bool:
     )
 
 
-def load(model_dir: Path, *, threads: int, compute_type: str = "default") -> CTranslate2Engine:
+def load(model_dir: Path, *, threads: int, compute_type: str, tokenizer) -> CTranslate2Engine:
     try:
-        return CTranslate2Engine(Path(model_dir), threads=threads, compute_type=compute_type)
+        return CTranslate2Engine(Path(model_dir), threads=threads, compute_type=compute_type,
+                                 tokenizer=tokenizer)
     except (OSError, RuntimeError, ValueError) as exc:
         raise ModelLoadError(f"could not load {str(model_dir)!r}: {short_reason(exc)}") from exc
 

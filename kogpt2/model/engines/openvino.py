@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..seam import EngineOutput, ModelLoadError, Watch, finish, short_reason
-from ..vocab import eos_id, load_tokenizer, read_metadata
+from ..vocab import eos_id, read_metadata
 
 NAME = "openvino"
 MODEL_XML = "openvino_model.xml"
@@ -57,7 +57,7 @@ def is_own_format(path: Path) -> bool:
     return (path / MODEL_XML).is_file() and (path / MODEL_BIN).is_file()
 
 
-def load(model_dir: Path, *, threads: int, compute_type: str = "default") -> "OpenVINOEngine":
+def load(model_dir: Path, *, threads: int, compute_type: str, tokenizer) -> "OpenVINOEngine":
     model_dir = Path(model_dir)
     compute_type = ALIASES.get(compute_type, compute_type)
     if compute_type != "default" and compute_type not in PROPERTIES:
@@ -77,7 +77,7 @@ def load(model_dir: Path, *, threads: int, compute_type: str = "default") -> "Op
         raise ModelLoadError(
             f"{str(model_dir)!r} has float32 weights: int8 compute needs an int8 export"
         )
-    eos = eos_id(load_tokenizer(model_dir))
+    eos = eos_id(tokenizer)
     import openvino as ov
 
     try:

@@ -9,7 +9,7 @@ from transformers.utils import logging as transformers_logging
 
 from ..params import GenerationParams
 from ..seam import ModelLoadError, Watch, finish, short_reason
-from ..vocab import eos_id, load_tokenizer
+from ..vocab import SPECIAL_TOKENS_MAP, eos_id
 
 NAME = "transformers"
 
@@ -68,12 +68,11 @@ def is_own_format(path: Path) -> bool:
     )
 
 
-def load(model_dir: Path, *, threads: int, compute_type: str = "default") -> TransformersEngine:
+def load(model_dir: Path, *, threads: int, compute_type: str, tokenizer) -> TransformersEngine:
     if compute_type not in ("default", "float32"):
         raise ModelLoadError(
             f"the transformers engine computes in float32 only, not {compute_type!r}"
         )
-    tokenizer = load_tokenizer(model_dir)
     torch.set_num_threads(threads)
     transformers_logging.disable_progress_bar()  # a server's log is no terminal
     try:
@@ -81,4 +80,5 @@ def load(model_dir: Path, *, threads: int, compute_type: str = "default") -> Tra
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load {str(model_dir)!r}: {short_reason(exc)}") from exc
     model.eval()
-    return TransformersEngine(model, eos_id(tokenizer), tokenizer.token_to_id("<pad>"))
+    pad = tokenizer.token_to_id(SPECIAL_TOKENS_MAP["pad_token"])
+    return TransformersEngine(model, eos_id(tokenizer), pad)
