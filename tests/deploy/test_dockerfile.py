@@ -168,12 +168,14 @@ def run_model_stage(engine, tmp_path, model_id, *, pythonpath=""):
     return out
 
 
-def test_the_converter_takes_the_model_stage_command(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("engine", ["openvino", "ctranslate2"])
+def test_the_converter_takes_the_model_stage_command(tmp_path, tiny_model_dir, engine):
     from kogpt2.model import engines
 
-    out = run_model_stage("ctranslate2", tmp_path, str(tiny_model_dir))
-    assert engines.kind_of(out) is engines.CTRANSLATE2
+    out = run_model_stage(engine, tmp_path, str(tiny_model_dir))
+    assert engines.kind_of(out) is engines.ENGINES[engine]
     assert (out / "kogpt2-model.json").is_file()
+    assert out.stat().st_mode & 0o755 == 0o755  # Lambda's user is not the build's root
 
 
 # The hub, for the transformers branch: a snapshot that is the tiny stand-in, at a commit.
@@ -284,8 +286,11 @@ def test_the_slim_image_installs_neither_torch_nor_transformers(image_venv, runt
         assert process.returncode != 0, f"{module} is importable in the slim image"
 
 
-def test_the_image_serves_from_its_layout(image_venv, runtime_instructions, tiny_ct2_dir,
-                                          tmp_path):
+@pytest.mark.parametrize("engine, model_fixture", [("openvino", "tiny_ov_dir"),
+                                                   ("ctranslate2", "tiny_ct2_dir")])
+def test_the_image_serves_from_its_layout(image_venv, runtime_instructions, tmp_path, request,
+                                          engine, model_fixture):
+    model_dir = request.getfixturevalue(model_fixture)
     image_root = tmp_path / "image"
 
     def moved(path: str) -> str:
@@ -299,7 +304,7 @@ def test_the_image_serves_from_its_layout(image_venv, runtime_instructions, tiny
             continue
         *sources, destination = value.split()
         if sources[0] == "--from=model":  # the converted model: here, the tiny stand-in
-            shutil.copytree(tiny_ct2_dir, moved(destination))
+            shutil.copytree(model_dir, moved(destination))
             continue
         for source in sources:
             target = Path(moved(destination))
@@ -316,7 +321,7 @@ def test_the_image_serves_from_its_layout(image_venv, runtime_instructions, tiny
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
-        **image_env(runtime_instructions, moved, {"ENGINE": "ctranslate2"}),
+        **image_env(runtime_instructions, moved, {"ENGINE": engine}),
         **{name: moved(value) for name, value in settings["aws_environment_variables"].items()},
     }
     assert env["KOGPT2_MODEL"] == str(image_root / "opt/kogpt2/model")
@@ -328,11 +333,11 @@ def test_the_image_serves_from_its_layout(image_venv, runtime_instructions, tiny
         api_event("GET", "/info"),
     ], env, tmp_path, python=str(image_venv), handler=cmd[0])
 
-    assert warm_up["loaded"] is True and warm_up["engine"] == "ctranslate2"
+    assert warm_up["loaded"] is True and warm_up["engine"] == engine
     assert generated["statusCode"] == 200, generated["body"]
     result = json.loads(generated["body"])
     assert result["generated_text"].startswith(TITLE)
-    assert result["details"]["engine"] == "ctranslate2"
+    assert result["details"]["engine"] == engine
     assert json.loads(info["body"])["compute_type"].startswith("int8")  # int8 weights
 
 

@@ -58,11 +58,13 @@ def test_early_stop_sets_at_the_completing_token_and_passes_tokens_on():
     assert caller_cancels.is_set()
 
 
-@pytest.fixture(scope="module", params=["transformers", "ctranslate2"])
+MODEL_DIRS = {"transformers": "tiny_model_dir", "ctranslate2": "tiny_ct2_dir",
+              "openvino": "tiny_ov_dir"}
+
+
+@pytest.fixture(scope="module", params=MODEL_DIRS)
 def generator(request):
-    directory = request.getfixturevalue(
-        "tiny_model_dir" if request.param == "transformers" else "tiny_ct2_dir"
-    )
+    directory = request.getfixturevalue(MODEL_DIRS[request.param])
     return Generator(str(directory), engine=request.param, threads=1)
 
 

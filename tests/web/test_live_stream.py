@@ -12,7 +12,8 @@ HANGUL_ONLY_TITLES = ["가나다라", "서울의봄은", "김치찌개를끓이�
 LONG = {"max_new_tokens": 1000, "repetition_penalty": 1.0}  # no EOS on the stand-ins
 # Each engine's model dir, by the name of the conftest fixture that builds it on the tiny
 # stand-in; an engine added to the app is added here.
-ENGINES = {"transformers": "tiny_model_dir", "ctranslate2": "tiny_ct2_dir"}
+ENGINES = {"transformers": "tiny_model_dir", "ctranslate2": "tiny_ct2_dir",
+           "openvino": "tiny_ov_dir"}
 
 
 @pytest.fixture(scope="module")
