@@ -1,5 +1,6 @@
 import contextlib
 import logging
+import threading
 
 import pytest
 from make_stand_in import make_stand_in
@@ -135,3 +136,34 @@ def access_lines():
     logger.addHandler(handler)
     yield lines
     logger.removeHandler(handler)
+
+
+@pytest.fixture
+def hold_the_slot(monkeypatch):
+    """`with hold_the_slot(app, ask) as answers:` a request made by `ask(client)` on a thread of
+    its own holds the app's generation slot until the block ends; `answers` gets what `ask`
+    returned once it did."""
+
+    @contextlib.contextmanager
+    def hold(app, ask):
+        generator = app.extensions["kogpt2"]
+        started, release = threading.Event(), threading.Event()
+        real_run = generator.run
+
+        def slow_run(*args, **kwargs):
+            started.set()
+            release.wait(10)
+            return real_run(*args, **kwargs)
+
+        monkeypatch.setattr(generator, "run", slow_run)
+        answers = []
+        busy = threading.Thread(target=lambda: answers.append(ask(app.test_client())))
+        busy.start()
+        try:
+            assert started.wait(10), "the request never reached the generation"
+            yield answers
+        finally:
+            release.set()
+            busy.join()
+
+    return hold

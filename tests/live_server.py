@@ -7,6 +7,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 
 def post_json(url: str, body: dict, timeout: float = 60) -> tuple[int, dict]:
@@ -60,3 +61,14 @@ def call(url: str, body: dict | None = None, timeout: float = 60) -> tuple[int, 
     except urllib.error.HTTPError as error:
         with error:
             return error.code, json.load(error), dict(error.headers)
+
+
+def access_line(server_log: Path, request_id: str, wait_s: float = 20) -> dict:
+    """The server's access-log line for `request_id` (a stream's is written when it ends)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        for text in server_log.read_text(encoding="utf-8").splitlines():
+            if text.startswith("{") and json.loads(text).get("request_id") == request_id:
+                return json.loads(text)
+        assert time.monotonic() < deadline, f"no log line for {request_id}"
+        time.sleep(0.05)

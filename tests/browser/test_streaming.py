@@ -3,10 +3,10 @@ and a model still being prepared is waited out with a progress bar."""
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
+from live_server import access_line
 from playwright.sync_api import expect
 
 from kogpt2.model import engines
@@ -39,16 +39,6 @@ def open_advanced(page, **values):
 def generate(page, title=TITLE):
     page.fill("#text", title)
     page.click("#generate-button")
-
-
-def log_line(log_path: Path, request_id: str, wait_s: float = 20) -> dict:
-    deadline = time.monotonic() + wait_s
-    while True:
-        for text in log_path.read_text(encoding="utf-8").splitlines():
-            if text.startswith("{") and json.loads(text).get("request_id") == request_id:
-                return json.loads(text)
-        assert time.monotonic() < deadline, f"no log line for {request_id}"
-        time.sleep(0.05)
 
 
 def test_text_appears_in_steps_before_the_end(page, streaming_server, browser_errors,
@@ -95,7 +85,7 @@ def test_stop_ends_the_stream_and_the_generation(page, streaming_server, streami
 
     (generate_request,) = [r for r in requests if r.url.endswith("/generate")]
     request_id = generate_request.response().headers["x-request-id"]
-    line = log_line(streaming_server_log, request_id)
+    line = access_line(streaming_server_log, request_id)
     assert line["cancelled"] is True and line["finish_reason"] == "cancelled"
     assert line["tokens"] < 1000
     assert page.locator("#result-continuation").text_content() == stopped_at  # nothing more

@@ -103,67 +103,36 @@ def test_settings_read_the_limits_from_the_environment(monkeypatch):
     assert (settings.max_concurrency, settings.queue_size, settings.queue_timeout_s) == (3, 0, 2.5)
 
 
-def test_an_overloaded_server_answers_429_and_stays_healthy(make_app, monkeypatch):
+def test_an_overloaded_server_answers_429_and_stays_healthy(make_app, hold_the_slot):
     app = make_app(max_concurrency=1, queue_size=0)
-    generator = app.extensions["kogpt2"]
     client = app.test_client()
     assert client.post("/generate", json={"text": TITLE, "max_new_tokens": 1}).status_code == 200
-    started, release = threading.Event(), threading.Event()
-    real_run = generator.run
-
-    def slow_run(*args, **kwargs):
-        started.set()
-        release.wait(10)
-        return real_run(*args, **kwargs)
-
-    monkeypatch.setattr(generator, "run", slow_run)
-    statuses = []
-    busy = threading.Thread(target=lambda: statuses.append(app.test_client().post(
-        "/generate", json={"text": TITLE, "max_new_tokens": 1}).status_code))
-    busy.start()
-    assert started.wait(10)
-    refused = client.post("/generate", json={"text": TITLE})
-    assert refused.status_code == 429
-    assert refused.get_json()["error_type"] == "overloaded"
-    assert int(refused.headers["Retry-After"]) >= 1
-    health = client.get("/health")
-    assert health.status_code == 200 and health.get_json()["model_loaded"] is True
-    assert client.get("/info").get_json()["concurrency"]["running"] == 1
-    release.set()
-    busy.join()
-    assert statuses == [200]
+    short = {"text": TITLE, "max_new_tokens": 1}
+    with hold_the_slot(app, lambda other: other.post("/generate", json=short).status_code) as held:
+        refused = client.post("/generate", json={"text": TITLE})
+        assert refused.status_code == 429
+        assert refused.get_json()["error_type"] == "overloaded"
+        assert int(refused.headers["Retry-After"]) >= 1
+        health = client.get("/health")
+        assert health.status_code == 200 and health.get_json()["model_loaded"] is True
+        assert client.get("/info").get_json()["concurrency"]["running"] == 1
+    assert held == [200]
     assert client.post("/generate", json={"text": TITLE, "max_new_tokens": 1}).status_code == 200
 
 
-def test_requests_the_model_cant_take_are_refused_before_they_queue(make_app, monkeypatch):
+def test_requests_the_model_cant_take_are_refused_before_they_queue(make_app, hold_the_slot):
     """422, not 429: a request over the limits never waits for, or takes, a slot."""
     app = make_app(max_concurrency=1, queue_size=0, max_new_tokens=1000)
-    generator = app.extensions["kogpt2"]
     client = app.test_client()
     assert client.post("/generate", json={"text": TITLE, "max_new_tokens": 1}).status_code == 200
-    started, release = threading.Event(), threading.Event()
-    real_run = generator.run
-
-    def slow_run(*args, **kwargs):
-        started.set()
-        release.wait(10)
-        return real_run(*args, **kwargs)
-
-    monkeypatch.setattr(generator, "run", slow_run)
-    busy = threading.Thread(target=lambda: app.test_client().post(
-        "/generate", json={"text": TITLE, "max_new_tokens": 1}))
-    busy.start()
-    assert started.wait(10)
-    try:
+    short = {"text": TITLE, "max_new_tokens": 1}
+    with hold_the_slot(app, lambda other: other.post("/generate", json=short)):
         assert client.post("/generate", json={"text": TITLE}).status_code == 429  # saturated
         over_cap = client.post("/generate", json={"text": TITLE, "max_new_tokens": 1001})
         assert "at most 1000" in assert_error(over_cap, 422, "validation_error")
         too_long = client.post("/generate", json={"text": TITLE * 40, "max_new_tokens": 1000})
         assert "1024 positions" in assert_error(too_long, 422, "validation_error")
         assert client.get("/info").get_json()["concurrency"]["waiting"] == 0
-    finally:
-        release.set()
-        busy.join()
 
 
 @pytest.mark.parametrize("breakage", ["weights_corrupt", "directory_missing"])

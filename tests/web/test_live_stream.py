@@ -1,11 +1,10 @@
 """Streams through gunicorn: events as they are made, a client that goes away, Hangul intact."""
 
 import json
-import time
 
 import pytest
 from events import split_stream
-from live_server import get_json, open_stream, post_json
+from live_server import access_line, get_json, open_stream, post_json
 
 TITLE = "근육이 커지기 위해서는"
 HANGUL_ONLY_TITLES = ["가나다라", "서울의봄은", "김치찌개를끓이려면"]
@@ -27,17 +26,6 @@ def server(live_server, server_log):
     with live_server(log=server_log, queue_size=0, max_new_tokens=1000) as base:
         post_json(f"{base}/generate", {"text": TITLE, "max_new_tokens": 1})  # load the model
         yield base
-
-
-def access_line(server_log, request_id: str, wait_s: float = 20) -> dict:
-    """The server's log line for `request_id`; a stream's is written when it ends."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        for text in server_log.read_text(encoding="utf-8").splitlines():
-            if text.startswith("{") and json.loads(text).get("request_id") == request_id:
-                return json.loads(text)
-        assert time.monotonic() < deadline, f"no log line for {request_id}"
-        time.sleep(0.05)
 
 
 def read_stream(base, body, request_id=None):

@@ -1,7 +1,6 @@
 """/v1 in process: OpenAI's shapes and statuses, under the same rules as /generate."""
 
 import json
-import threading
 
 import pytest
 from answers import assert_error, assert_openai_error
@@ -154,24 +153,11 @@ def test_the_time_budget_ends_a_completion_with_length(make_app):
     assert body["usage"]["completion_tokens"] < 250
 
 
-def test_everything_is_checked_before_the_queue(make_app, monkeypatch):
+def test_everything_is_checked_before_the_queue(make_app, hold_the_slot):
     app = make_app(max_concurrency=1, queue_size=0)
     client = app.test_client()
     assert complete(client, max_tokens=1).status_code == 200
-    generator = app.extensions["kogpt2"]
-    started, release = threading.Event(), threading.Event()
-    real_run = generator.run
-
-    def slow_run(*args, **kwargs):
-        started.set()
-        release.wait(10)
-        return real_run(*args, **kwargs)
-
-    monkeypatch.setattr(generator, "run", slow_run)
-    busy = threading.Thread(target=lambda: complete(app.test_client(), max_tokens=1))
-    busy.start()
-    try:
-        assert started.wait(10)
+    with hold_the_slot(app, lambda other: complete(other, max_tokens=1)):
         # Refused for what they are, not for the busy slot.
         assert_openai_error(complete(client, model="gpt-4"), 404, "model_not_found", "model")
         assert_openai_error(complete(client, prompt=""), 400, "validation_error", "prompt")
@@ -180,9 +166,6 @@ def test_everything_is_checked_before_the_queue(make_app, monkeypatch):
         refused = complete(client, max_tokens=1)
         assert_openai_error(refused, 429, "overloaded")
         assert int(refused.headers["Retry-After"]) >= 1
-    finally:
-        release.set()
-        busy.join()
 
 
 def test_cors_preflight_and_errors_under_v1(client):

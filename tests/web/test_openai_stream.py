@@ -1,7 +1,6 @@
 """Streamed completions in process: refusals before the stream, cancel, a failure mid-stream."""
 
 import json
-import threading
 
 from answers import assert_openai_error
 
@@ -40,30 +39,14 @@ def test_refusals_come_before_the_stream_with_their_status(make_app, tmp_path, m
     assert str(tmp_path) not in response.get_data(as_text=True)
 
 
-def test_a_busy_slot_is_429_before_the_stream(make_app, monkeypatch):
+def test_a_busy_slot_is_429_before_the_stream(make_app, hold_the_slot):
     app = make_app(max_concurrency=1, queue_size=0)
     client = app.test_client()
-    generator = app.extensions["kogpt2"]
-    assert client.post("/v1/completions", json={**STREAM, "max_tokens": 1}).status_code == 200
-    started, release = threading.Event(), threading.Event()
-    real_run = generator.run
-
-    def slow_run(*args, **kwargs):
-        started.set()
-        release.wait(10)
-        return real_run(*args, **kwargs)
-
-    monkeypatch.setattr(generator, "run", slow_run)
-    busy = threading.Thread(target=lambda: app.test_client().post(
-        "/v1/completions", json={**STREAM, "max_tokens": 1}).get_data())
-    busy.start()
-    try:
-        assert started.wait(10)
-        refused = client.post("/v1/completions", json={**STREAM, "max_tokens": 1})
+    one = {**STREAM, "max_tokens": 1}
+    assert client.post("/v1/completions", json=one).status_code == 200
+    with hold_the_slot(app, lambda other: other.post("/v1/completions", json=one).get_data()):
+        refused = client.post("/v1/completions", json=one)
         assert_openai_error(refused, 429, "overloaded")
-    finally:
-        release.set()
-        busy.join()
 
 
 def test_closing_the_stream_cancels_the_generation_and_frees_the_slot(make_app, monkeypatch):
