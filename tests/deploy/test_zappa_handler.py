@@ -168,6 +168,8 @@ def test_the_scheduled_warm_up_loads_the_model_of_the_serving_app(run):
         scheduled_event(f"kogpt2-dev-{schedule['function']}"),
         api_event("GET", "/health"),
     )
+    # Zappa's touch_path (/health) after a deploy meets a cold function: it must pass.
+    assert before["statusCode"] == 200
     assert json_of(before) == {"status": "starting", "model_state": "not_loaded",
                                "model_loaded": False}
     assert warm_up["loaded"] is True
