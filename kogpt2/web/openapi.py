@@ -232,7 +232,7 @@ def document(settings) -> dict:
         "paths": {
             "/generate": {"post": generate_operation()},
             "/health": {"get": get_operation(
-                "health", "Liveness: fast, never loads the model", HealthResponse)},
+                "health", "Liveness and the model's state; never loads the model", HealthResponse)},
             "/info": {"get": get_operation(
                 "info", "Model, engine, limits and each parameter's bounds", InfoResponse)},
             "/openapi.json": {"get": {
