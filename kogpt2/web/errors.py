@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from ..model import InvalidInput, ModelLoadError, ModelLoading
+from .schemas import ErrorResponse
 from .state import get_settings
 
 log = logging.getLogger(__name__)
@@ -112,8 +113,9 @@ def resolve(exc: Exception) -> APIError:
 
 
 def error_response(error: APIError):
-    response = jsonify(error=error.message, error_type=error.error_type,
-                       request_id=g.get("request_id"))
+    body = ErrorResponse(error=error.message, error_type=error.error_type,
+                         request_id=g.get("request_id"))
+    response = jsonify(body.model_dump())
     response.status_code = error.status
     response.headers.update(error.headers)
     return response

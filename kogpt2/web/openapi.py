@@ -22,7 +22,6 @@ from .schemas import (
     InfoResponse,
     LegacyRequest,
     LegacyResponse,
-    StreamError,
     TokenEvent,
 )
 from .state import get_settings
@@ -31,7 +30,7 @@ bp = Blueprint("openapi", __name__)
 
 REQUEST_MODELS = [GenerateRequest, LegacyRequest]
 RESPONSE_MODELS = [GenerateResponse, LegacyResponse, HealthResponse, InfoResponse, ErrorResponse,
-                   TokenEvent, StreamError]
+                   TokenEvent]
 OPENAI_MODELS = [(CompletionRequest, "validation"), (Completion, "serialization"),
                  (Model, "serialization"), (ModelList, "serialization"),
                  (OpenAIErrorResponse, "serialization")]
@@ -112,7 +111,8 @@ def stream_event() -> dict:
         "properties": {"data": {
             "type": "string",
             "contentMediaType": "application/json",
-            "contentSchema": {"anyOf": [ref(TokenEvent), ref(GenerateResponse), ref(StreamError)]},
+            "contentSchema": {"anyOf": [ref(TokenEvent), ref(GenerateResponse),
+                                        ref(ErrorResponse)]},
         }},
     }
 

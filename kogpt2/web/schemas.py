@@ -117,6 +117,9 @@ class LegacyResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    """Every error of the native API: the body of a 4xx/5xx answer, and a stream's last event
+    when the generation failed after its first token."""
+
     error: str = Field(description="What went wrong and what the caller can do.")
     error_type: str
     request_id: str | None = Field(
@@ -136,14 +139,6 @@ class TokenEvent(BaseModel):
     """One event of a stream per new token; the texts join to the continuation of the title."""
 
     token: Token
-
-
-class StreamError(BaseModel):
-    """A stream's last event when the generation failed after its first token."""
-
-    error: str
-    error_type: str
-    request_id: str | None
 
 
 ModelState = Literal["not_loaded", "loading", "ready", "failed"]

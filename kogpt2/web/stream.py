@@ -29,7 +29,7 @@ from ..model import GenerationResult, Prompt
 from .errors import APIError, describe
 from .limits import get_limit
 from .observe import write_access_line
-from .schemas import GenerateResponse, StreamError, Token, TokenEvent
+from .schemas import ErrorResponse, GenerateResponse, Token, TokenEvent
 from .state import get_generator
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,8 @@ class GenerateEvents:
         yield event(GenerateResponse.from_result(result).model_dump())
 
     def failed(self, error):
-        yield event(StreamError(error=error.message, error_type=error.error_type,
-                                request_id=self.request_id).model_dump())
+        yield event(ErrorResponse(error=error.message, error_type=error.error_type,
+                                  request_id=self.request_id).model_dump())
 
 
 class GenerationStream:

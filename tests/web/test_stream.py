@@ -177,7 +177,7 @@ def test_the_document_describes_streams(client):
     event = generate["responses"]["200"]["content"]["text/event-stream"]["schema"]
     assert event["properties"]["data"]["contentSchema"] == {"anyOf": [
         {"$ref": f"#/components/schemas/{name}"}
-        for name in ("TokenEvent", "GenerateResponse", "StreamError")]}
+        for name in ("TokenEvent", "GenerateResponse", "ErrorResponse")]}
     assert "num_return_sequences` > 1 with `stream` is 422" in generate["description"]
     assert doc["components"]["schemas"]["GenerateRequest"]["properties"]["stream"]["default"] \
         is False
