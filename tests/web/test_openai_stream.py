@@ -43,7 +43,9 @@ def test_a_busy_slot_is_429_before_the_stream(make_app, hold_the_slot):
     app = make_app(max_concurrency=1, queue_size=0)
     client = app.test_client()
     one = {**STREAM, "max_tokens": 1}
-    assert client.post("/v1/completions", json=one).status_code == 200
+    warm = client.post("/v1/completions", json=one)  # loads the model
+    # Read to its end: its slot is free by the last event, not before (a race with the next).
+    assert warm.status_code == 200 and warm.get_data().endswith(b"data: [DONE]\n\n")
     with hold_the_slot(app, lambda other: other.post("/v1/completions", json=one).get_data()):
         refused = client.post("/v1/completions", json=one)
         assert_openai_error(refused, 429, "overloaded")
