@@ -42,7 +42,7 @@ def convert(source: str, out_dir, *, engine: str = DEFAULT_ENGINE, weight_format
             origin = local_source(source)
         else:
             origin = hub.cached(source, revision) or hub.download(
-                source, revision, lambda done: progress("downloading", done)
+                source, revision, lambda done, total: progress("downloading", done / (total or 1))
             )
         if engines.kind_of(origin.path) is not engines.TRANSFORMERS:
             raise ModelLoadError(f"{source!r} is not a transformers model directory")
@@ -58,7 +58,7 @@ def convert(source: str, out_dir, *, engine: str = DEFAULT_ENGINE, weight_format
             prepare.write_entry(origin, kind, weight_format, work, progress)
             if out.exists():
                 shutil.rmtree(out)
-            work.rename(out)
+            prepare.publish(work, out)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     except ModelLoadError as exc:

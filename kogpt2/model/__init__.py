@@ -3,10 +3,19 @@
 from .generator import Generator, Prompt
 from .params import DEFAULT_TOTAL_TOKENS, MAX_PROMPT_CHARS, GenerationParams
 from .results import GenerationResult, Sequence
-from .seam import InvalidInput, ModelLoadError, ModelLoading, Progress, available_cpus
+from .seam import (
+    FEATURES,
+    InvalidInput,
+    ModelLoadError,
+    ModelLoading,
+    Progress,
+    TokenLogprob,
+    available_cpus,
+)
 
 __all__ = [
     "DEFAULT_TOTAL_TOKENS",
+    "FEATURES",
     "MAX_PROMPT_CHARS",
     "GenerationParams",
     "GenerationResult",
@@ -17,5 +26,6 @@ __all__ = [
     "Progress",
     "Prompt",
     "Sequence",
+    "TokenLogprob",
     "available_cpus",
 ]

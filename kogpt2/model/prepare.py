@@ -2,9 +2,11 @@
 
 An entry is keyed on the source (hub id and commit, or path with its files' sizes and times),
 the engine, the weight format and the versions of the libraries that read it. It is written
-into a temporary directory and renamed into place, so a killed preparation never leaves a
-half-written entry; a file lock makes a second process wait for the first one's entry instead
-of preparing the same model again.
+into a temporary directory, every file and directory fsynced, then sealed with a marker
+(MARKER_FILE: the files and their sizes) and renamed into place: a directory without its
+marker, whatever a crash or a power cut left, is not an entry. A file lock makes a second
+process wait for the first one's entry instead of preparing the same model again. An entry
+that fails to load is set aside (`<name>.broken`) by the generator, to be prepared again.
 """
 
 import hashlib
@@ -13,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +30,12 @@ log = logging.getLogger(__name__)
 
 # Bumped when what prepare() writes changes shape, so old entries aren't read as new ones.
 FORMAT_VERSION = 1
-Report = Callable[[str, float | None], None]  # a stage in words, and how far it is (0–1)
+MARKER_FILE = "kogpt2-complete.json"
+SET_ASIDE_SUFFIX = ".broken"
+WAITING = "waiting for another process preparing the same model"
+# report(stage in words, how far it is (0–1) or None, step (seam.STEPS) or None): engines call
+# it with the first two.
+Report = Callable[..., None]
 
 
 def default_cache_root() -> Path:
@@ -49,7 +57,78 @@ def entry_name(source: Source, kind: engines.EngineKind, weight_format: str) -> 
 
 def cached(cache_root: Path, source: Source, kind, weight_format: str) -> Path | None:
     path = cache_root / entry_name(source, kind, weight_format)
-    return path if path.is_dir() else None
+    return path if read_marker(path) is not None else None
+
+
+def read_marker(entry: Path) -> dict | None:
+    """The entry's seal, or None: no entry (yet) at that path."""
+    try:
+        marker = json.loads((entry / MARKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and isinstance(marker.get("files"), dict) else None
+
+
+def check_entry(entry: Path) -> None:
+    """Raise ModelLoadError unless every file the seal lists is there at its size: a copy
+    truncated by a disk error or a hand is found before an engine reads it."""
+    marker = read_marker(entry)
+    if marker is None:
+        raise ModelLoadError(f"the prepared copy {str(entry)!r} is not complete (no {MARKER_FILE})")
+    for name, size in marker["files"].items():
+        path = entry / name
+        found = path.stat().st_size if path.is_file() else None
+        if found != size:
+            state = "missing" if found is None else f"{found} bytes, not {size}"
+            raise ModelLoadError(f"the prepared copy {str(entry)!r} is damaged: {name} is {state}")
+
+
+def seal(out: Path) -> None:
+    """Make what `out` holds durable, then mark it complete: fsync every file and directory,
+    then write the marker (fsynced too). Renaming `out` into place comes after."""
+    files = {}
+    for path in sorted(out.rglob("*")):
+        if path.is_file():
+            _fsync(path)
+            files[path.relative_to(out).as_posix()] = path.stat().st_size
+    for directory in sorted((p for p in out.rglob("*") if p.is_dir()), reverse=True):
+        _fsync(directory)
+    marker = {"id": uuid.uuid4().hex, "format_version": FORMAT_VERSION, "files": files}
+    with open(out / MARKER_FILE, "w", encoding="utf-8") as stream:
+        json.dump(marker, stream, indent=2)
+        stream.flush()
+        os.fsync(stream.fileno())
+    _fsync(out)
+
+
+def publish(work: Path, final: Path) -> None:
+    """Rename a sealed directory into place, and make the rename durable."""
+    os.rename(work, final)
+    _fsync(final.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def set_aside(entry: Path, marker_id: str | None) -> Path | None:
+    """Move an entry that failed to load to `<name>.broken` (replacing an older one), so that it
+    is prepared again; None if it is no longer the entry that failed (`marker_id`): another
+    process prepared it again meanwhile."""
+    lock = FileLock(str(entry.parent / f"{entry.name}.lock"))
+    with lock:
+        marker = read_marker(entry)
+        if marker is not None and marker.get("id") != marker_id:
+            return None
+        aside = entry.with_name(entry.name + SET_ASIDE_SUFFIX)
+        shutil.rmtree(aside, ignore_errors=True)
+        if entry.exists():
+            publish(entry, aside)
+        return aside
 
 
 def prepare_command(kind, weight_format: str) -> str:
@@ -60,7 +139,7 @@ def prepare_command(kind, weight_format: str) -> str:
 
 
 def write_entry(source: Source, kind, weight_format: str, out: Path, report: Report) -> None:
-    """Write `kind`'s copy of `source` into the empty directory `out`."""
+    """Write `kind`'s copy of `source` into the empty directory `out`, and seal it."""
     try:
         engines.prepare(kind, source.path, out, weight_format=weight_format, progress=report)
     except ModelLoadError:
@@ -91,7 +170,10 @@ def write_entry(source: Source, kind, weight_format: str, out: Path, report: Rep
         weight_format=weight_format,
         max_positions=max_positions,
         versions=kind.versions(),
+        format_version=FORMAT_VERSION,
+        source_key=source.identity(),
     )
+    seal(out)
 
 
 def new_work_dir(parent: Path, prefix: str) -> Path:
@@ -119,11 +201,14 @@ def prepare(source: Source, kind, weight_format: str, cache_root: Path, report: 
     try:
         lock.acquire(blocking=False)
     except Timeout:
-        report("waiting for another process preparing the same model", None)
+        report(WAITING, None, "waiting")
         lock.acquire()
     try:
-        if final.is_dir():  # another process prepared it while this one waited
+        if read_marker(final) is not None:  # another process prepared it while this one waited
             return final
+        if final.exists():  # unsealed: what an older version or a crash left, not an entry
+            log.warning("removing %s: it has no %s", final, MARKER_FILE)
+            shutil.rmtree(final)
         for stale in cache_root.glob(f".{name}.*"):  # left by a killed preparation
             shutil.rmtree(stale, ignore_errors=True)
         log.info("preparing %s for the %s engine (%s) into %s",
@@ -131,7 +216,7 @@ def prepare(source: Source, kind, weight_format: str, cache_root: Path, report: 
         work = new_work_dir(cache_root, f".{name}.")
         try:
             write_entry(source, kind, weight_format, work, report)
-            os.rename(work, final)
+            publish(work, final)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return final

@@ -4,6 +4,7 @@ Every engine (kogpt2/model/engines/) implements `Engine`; this module is what th
 nothing in the model layer imports in a circle: engines import the seam, never each other.
 """
 
+import contextlib
 import os
 import threading
 import time
@@ -13,13 +14,14 @@ from typing import Literal, Protocol
 
 from .params import GenerationParams
 
-# stop: a stop text the caller gave appeared (only when the caller gives stop texts).
+# stop: a stop text or one of the stop token ids the caller gave came.
 FinishReason = Literal["length", "eos", "stop", "time", "cancelled"]
 
 
 class InvalidInput(ValueError):
     """The request is well-formed but this model or server can't take it. `field` names the
-    request's field at fault (`text` or `max_new_tokens`), for APIs that name it otherwise."""
+    request's field at fault (`text`, `prompt`, `max_new_tokens`, `logit_bias`...), for APIs
+    that name it otherwise."""
 
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
@@ -31,12 +33,18 @@ class ModelLoadError(RuntimeError):
     it may hold paths and library messages."""
 
 
+# A preparation's steps, as stable keys for pages to say in their own language.
+STEPS = ("starting", "downloading", "waiting", "converting", "loading")
+
+
 @dataclass(frozen=True)
 class Progress:
-    """Where a model's preparation stands: a stage in words, and how far it is (0–100)."""
+    """Where a model's preparation stands: a stage in words (English, as the engine says it),
+    how far it is (0–100), and its step (one of STEPS)."""
 
     stage: str
     percent: int
+    step: str
 
 
 class ModelLoading(RuntimeError):
@@ -58,19 +66,21 @@ class Watch:
         self,
         deadline: float | None = None,
         cancel: threading.Event | None = None,
-        on_token: Callable[[int], None] | None = None,
+        on_token: Callable[[int, "TokenLogprob | None"], None] | None = None,
     ):
         self.deadline, self.cancel, self.on_token = deadline, cancel, on_token
         self.deadline_hit = False
         self.cancelled = False
 
-    def step(self, token_id: int | None = None) -> bool:
-        """After a step; `token_id` is the first sequence's new token (EOS included).
+    def step(self, token_id: int | None = None, chosen: "TokenLogprob | None" = None) -> bool:
+        """After a step; `token_id` is the first sequence's new token (EOS included), `chosen`
+        its log-probability when they were asked for and the engine has it as it goes (a
+        stream sends it with the token).
 
         True means stop now: the deadline passed or the caller cancelled.
         """
         if token_id is not None and self.on_token is not None:
-            self.on_token(token_id)
+            self.on_token(token_id, chosen)
         if self.cancel is not None and self.cancel.is_set():
             self.cancelled = True
         if self.deadline is not None and time.monotonic() >= self.deadline:
@@ -78,37 +88,144 @@ class Watch:
         return self.cancelled or self.deadline_hit
 
 
+# The optional features an engine may implement (GenerationParams.features() names what a
+# request asks for); an engine refuses what it lacks before anything queues.
+FEATURES = frozenset({
+    "logprobs", "prompt_logprobs", "logit_bias", "presence_penalty", "frequency_penalty",
+    "min_new_tokens", "ignore_eos", "stop_token_ids",
+})
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One token's log-probability, and the `n` likeliest tokens of the same distribution,
+    best first (ties: the lower id first, as argmax takes it); never -inf."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+@dataclass
+class EngineRequest:
+    """One prompt's rows: `params.num_return_sequences` of them when sampling, else one.
+
+    `seed` is set when sampling: row c draws from its own stream of (seed, c)
+    (sampling.row_rng). `watch` is this request's: its deadline, cancel and listener (which
+    hears the first row's tokens)."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int  # 0: score the prompt only (params.prompt_logprobs)
+    params: GenerationParams
+    seed: int | None
+    watch: "Watch"
+
+    @property
+    def rows(self) -> int:
+        return self.params.rows
+
+
 @dataclass(frozen=True)
 class EngineOutput:
-    token_ids: list[int]  # new tokens only, without the end-of-sequence token
+    """One row. `token_ids`: the new tokens, without the token that ended the row (EOS or a
+    stop id: `end_token_id`); `logprobs`: one per token of `token_ids` when asked."""
+
+    token_ids: list[int]
     finish_reason: FinishReason
+    logprobs: list[TokenLogprob] | None = None
+    end_token_id: int | None = None
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """One request's rows in order; the prompt's log-probabilities when asked (the first is
+    None: nothing comes before it); how long the request waited before its prompt was read."""
+
+    rows: list[EngineOutput]
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    queued_ms: int = 0
 
 
 class Engine(Protocol):
     name: str
     compute_type: str  # in words, for /info: what the weights are and how they are computed
+    features: frozenset[str]  # of FEATURES: what it implements
+    max_rows: int  # the most rows that decode in one step
 
-    def generate(
-        self,
-        prompt_ids: list[int],
-        *,
-        max_new_tokens: int,
-        params: GenerationParams,
-        seed: int | None,
-        watch: Watch,
-    ) -> list[EngineOutput]: ...
+    def generate(self, requests: list[EngineRequest]) -> list[EngineResult]:
+        """Every request's rows, in order. Thread-safe: a batching engine merges concurrent
+        callers' rows into shared steps, a one-at-a-time engine serializes them."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """{"rows_running", "rows_waiting", "max_rows"}, now."""
+        ...
 
 
-def finish(new_ids: list[int], eos_id: int, max_new_tokens: int, watch: Watch) -> EngineOutput:
-    """Cut one sequence at its first EOS and say why it ended."""
-    if eos_id in new_ids:
-        return EngineOutput(new_ids[: new_ids.index(eos_id)], "eos")
+def refuse_unless(engine_name: str, features: frozenset[str], params: GenerationParams) -> None:
+    """InvalidInput naming the engine and the first feature `params` asks that it lacks."""
+    missing = sorted(params.features() - features)
+    if missing:
+        raise InvalidInput(f"the {engine_name} engine does not implement {missing[0]}",
+                           missing[0])
+
+
+def finish(new_ids: list[int], end_ids, max_new_tokens: int, watch: Watch,
+           logprobs: list[TokenLogprob] | None = None, eos_id: int | None = None) -> EngineOutput:
+    """Cut one row at its first end token (EOS or a stop id, in `end_ids`) and say why it
+    ended: `eos` for `eos_id`, `stop` for a stop id. The end token's log-probability stays, last:
+    it was generated (lm-eval's loglikelihood drops the last entry as the generated one)."""
+    for at, token in enumerate(new_ids):
+        if token in end_ids:
+            reason = "eos" if token == eos_id else "stop"
+            cut = logprobs[: at + 1] if logprobs is not None else None
+            return EngineOutput(new_ids[:at], reason, cut, token)
+    reason = "length"
     if len(new_ids) < max_new_tokens:
         if watch.cancelled:
-            return EngineOutput(new_ids, "cancelled")
-        if watch.deadline_hit:
-            return EngineOutput(new_ids, "time")
-    return EngineOutput(new_ids, "length")
+            reason = "cancelled"
+        elif watch.deadline_hit:
+            reason = "time"
+    return EngineOutput(new_ids, reason, logprobs)
+
+
+class Turns:
+    """A one-at-a-time engine's queue: callers take turns on its lock, and stats() counts the
+    rows running and waiting for their turn."""
+
+    def __init__(self, max_rows: int, lock=None):
+        self.max_rows = max_rows
+        self.lock = lock or threading.Lock()
+        self._running = 0
+        self._waiting = 0
+        self._count = threading.Lock()
+
+    def stats(self) -> dict[str, int]:
+        return {"rows_running": self._running, "rows_waiting": self._waiting,
+                "max_rows": self.max_rows}
+
+    @contextlib.contextmanager
+    def turn(self, rows: int):
+        """Hold the engine for `rows` rows; yields when their turn came (time.monotonic())."""
+        with self._count:
+            self._waiting += rows
+        try:
+            self.lock.acquire()
+        finally:
+            with self._count:
+                self._waiting -= rows
+        try:
+            with self._count:
+                self._running += rows
+            yield time.monotonic()
+        finally:
+            with self._count:
+                self._running -= rows
+            self.lock.release()
+
+
+def waited_ms(since: float, until: float) -> int:
+    return max(0, round((until - since) * 1000))
 
 
 def short_reason(exc: BaseException) -> str:

@@ -14,10 +14,14 @@ HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def is_local(source: str) -> bool:
+    """A path on this machine rather than a hub id. `models/kogpt2-ov` looks like `owner/name`:
+    it is a path when `models` is a directory here, even if `kogpt2-ov` isn't there (yet)."""
+    path = Path(source).expanduser()
     return (
-        Path(source).expanduser().exists()
+        path.exists()
         or source.startswith(("/", "./", "../", "~"))
         or not HUB_ID.fullmatch(source)
+        or Path(path.parts[0]).is_dir()
     )
 
 
@@ -71,11 +75,13 @@ def local_source(directory: str) -> Source:
 
 
 def public_name(configured: str | None, model: str, source: Source | None) -> str:
-    """The model's name in answers: never a path of this machine."""
+    """The model's name in answers: the configured name, else the hub id it came from, else
+    its folder's name (a fine-tuned model or a stand-in is not KoGPT2 itself). Never the
+    rest of a path of this machine."""
     if configured:
         return configured
     if not is_local(model):
         return model
     if source is not None and source.hub_id:
         return source.hub_id
-    return DEFAULT_MODEL_ID
+    return Path(model).expanduser().resolve().name

@@ -14,6 +14,7 @@ A stream that shows text as it comes must hold back the end that could still bec
 
 import threading
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 # The text that a sequence's new token ids decode to, after the prompt.
 Decode = Callable[[list[int]], str]
@@ -25,9 +26,15 @@ def first_stop(text: str, stops: Sequence[str]) -> int | None:
     return min(found) if found else None
 
 
-def cut_at_stop(decode: Decode, new_ids: list[int], stops: Sequence[str]) -> tuple[str, int] | None:
-    """The text before the first stop text, and how many tokens it took to complete that stop
-    text; None if the text holds no stop text."""
+class Cut(NamedTuple):
+    text: str  # before the stop text
+    tokens: int  # the fewest leading tokens whose text holds the stop text
+    stop: str  # the stop text found (the caller's first one that starts there)
+
+
+def cut_at_stop(decode: Decode, new_ids: list[int], stops: Sequence[str]) -> Cut | None:
+    """The text before the first stop text, how many tokens it took to complete that stop
+    text, and which one it is; None if the text holds no stop text."""
     text = decode(new_ids)
     at = first_stop(text, stops)
     if at is None:
@@ -40,7 +47,7 @@ def cut_at_stop(decode: Decode, new_ids: list[int], stops: Sequence[str]) -> tup
             low = middle + 1
         else:
             high = middle
-    return text[:at], low
+    return Cut(text[:at], low, next(stop for stop in stops if text.startswith(stop, at)))
 
 
 def held_back(text: str, stops: Sequence[str]) -> int:
@@ -75,9 +82,9 @@ class EarlyStop:
         self.ids: list[int] = []
         self.found = False
 
-    def hear(self, token_id: int) -> None:
+    def hear(self, token_id: int, chosen=None) -> None:
         if self.on_token is not None:
-            self.on_token(token_id)
+            self.on_token(token_id, chosen)
         self.ids.append(token_id)
         if not self.found and first_stop(self.decode(self.ids), self.stops) is not None:
             self.found = True

@@ -3,6 +3,8 @@
 Only the `tokenizers` library, so every engine and the slim runtime stream the same way.
 """
 
+from collections.abc import Collection
+
 from tokenizers import Tokenizer
 
 # What a decoder writes for bytes that are not (yet) a whole character: a Hangul syllable is 3
@@ -30,16 +32,19 @@ class TextStream:
     character is held back until the token that completes it comes.
     """
 
-    def __init__(self, tokenizer: Tokenizer, prompt_ids: list[int], eos_id: int):
-        self._tokenizer, self._prompt_ids, self._eos_id = tokenizer, prompt_ids, eos_id
+    def __init__(self, tokenizer: Tokenizer, prompt_ids: list[int], eos_id: int | None = None,
+                 *, end_ids: Collection[int] = ()):
+        self._tokenizer, self._prompt_ids = tokenizer, prompt_ids
+        self._end_ids = {*end_ids, *(() if eos_id is None else (eos_id,))}
         self._new_ids: list[int] = []
         self._ended = False
         self.text = ""  # what the pieces so far add up to
 
     def push(self, token_id: int) -> str | None:
         """The text this token adds ("" while a character is incomplete); None for the
-        end-of-sequence token and anything after it, which are not text."""
-        if self._ended or token_id == self._eos_id:
+        token that ends the sequence (EOS, a stop id) and anything after it, which are not
+        text."""
+        if self._ended or token_id in self._end_ids:
             self._ended = True
             return None
         self._new_ids.append(token_id)
@@ -48,3 +53,15 @@ class TextStream:
             return ""
         piece, self.text = text[len(self.text):], text
         return piece
+
+
+def token_pieces(tokenizer: Tokenizer, prompt_ids: list[int], new_ids: list[int]) -> list[str]:
+    """Each of `new_ids`' text, joining to exactly their continuation: "" for a token that only
+    begins a character (the one completing it holds it whole); what is still broken at the end
+    goes to the last piece."""
+    stream = TextStream(tokenizer, prompt_ids)
+    pieces = [stream.push(token) or "" for token in new_ids]
+    full = continuation(tokenizer, prompt_ids, new_ids)
+    if pieces and full.startswith(stream.text):
+        pieces[-1] += full[len(stream.text):]
+    return pieces

@@ -6,7 +6,7 @@ import pytest
 from convert import convert
 
 from kogpt2.model import GenerationParams, Generator, ModelLoadError, engines
-from kogpt2.model.seam import Watch
+from kogpt2.model.seam import EngineRequest, Watch
 from kogpt2.model.vocab import load_tokenizer
 
 TITLE = "근육이 커지기 위해서는"
@@ -42,11 +42,10 @@ def tokenizer(tiny_model_dir):
 
 def run(engine, tokenizer, params=GREEDY, *, max_new_tokens=30, seed=None, watch=None,
         text=TITLE):
-    outputs = engine.generate(
-        tokenizer.encode(text, add_special_tokens=False).ids, max_new_tokens=max_new_tokens,
-        params=params, seed=seed, watch=watch or Watch(),
-    )
-    return [(out.token_ids, out.finish_reason) for out in outputs]
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    [result] = engine.generate([EngineRequest(ids, max_new_tokens, params, seed,
+                                              watch or Watch())])
+    return [(out.token_ids, out.finish_reason) for out in result.rows]
 
 
 def sampling(**options):
@@ -106,7 +105,7 @@ def test_the_repetition_penalty_covers_the_title(favourite_word_dirs, tokenizer,
     # In the title, the penalty of 2.0 halves it below the runner-up, as transformers does.
     heard = []
     [(ids, _)] = run(engine, tokenizer, max_new_tokens=3, text=TITLE,
-                     watch=Watch(on_token=heard.append))
+                     watch=Watch(on_token=lambda token, _: heard.append(token)))
     assert ids[0] == runner_up
     # A stream hears only the tokens that stand, not one that CTranslate2 had to pick again.
     assert heard == ids
@@ -215,7 +214,7 @@ def test_each_new_token_is_heard_as_it_is_made_and_a_cancel_stops_within_one(eng
 
     cancel, heard = threading.Event(), []
 
-    def listen(token_id):
+    def listen(token_id, _):
         heard.append(token_id)
         if len(heard) == 3:
             cancel.set()

@@ -14,7 +14,9 @@ from kogpt2.model import engines
 from kogpt2.model.engines import openvino
 from kogpt2.model.engines.openvino import MODEL_BIN, MODEL_XML
 from kogpt2.model.params import GenerationParams
-from kogpt2.model.seam import ModelLoadError, Watch
+from kogpt2.model.prepare import MARKER_FILE
+from kogpt2.model.sampling import penalize
+from kogpt2.model.seam import EngineRequest, ModelLoadError, Watch
 from kogpt2.model.vocab import METADATA_FILE, load_tokenizer
 
 TITLES = ["근육이 커지기 위해서는", "오늘 아침 서울의 날씨는"]
@@ -38,9 +40,8 @@ GREEDY = GenerationParams()
 
 
 def generate(engine, prompt_ids, params=GREEDY, max_new_tokens=30, seed=None):
-    outputs = engine.generate(prompt_ids, max_new_tokens=max_new_tokens, params=params,
-                              seed=seed, watch=Watch())
-    return [(out.token_ids, out.finish_reason) for out in outputs]
+    [result] = engine.generate([EngineRequest(prompt_ids, max_new_tokens, params, seed, Watch())])
+    return [(out.token_ids, out.finish_reason) for out in result.rows]
 
 
 def test_convert_writes_a_complete_directory(exported, tiny_model_dir):
@@ -49,7 +50,7 @@ def test_convert_writes_a_complete_directory(exported, tiny_model_dir):
     out = exported["int8"]
     assert {path.name for path in out.iterdir()} == {
         "openvino_model.xml", "openvino_model.bin", "tokenizer.json", "tokenizer_config.json",
-        METADATA_FILE,
+        METADATA_FILE, MARKER_FILE,
     }
     assert (out / "tokenizer.json").read_bytes() == (tiny_model_dir / "tokenizer.json").read_bytes()
     metadata = json.loads((out / METADATA_FILE).read_text())
@@ -262,7 +263,7 @@ def test_sequences_that_end_early_leave_the_others_in_their_own_context(
             logits = reference(torch.tensor([sequence])).logits[0].numpy()
         for step in range(len(prompt), len(sequence)):
             scores = logits[step - 1].copy()
-            openvino.penalize(scores, list(dict.fromkeys(sequence[:step])), 2.0)
+            penalize(scores, list(dict.fromkeys(sequence[:step])), 2.0)
             assert sequence[step] in np.argsort(scores)[-3:], (ids, step)
 
 
@@ -282,73 +283,3 @@ def test_concurrent_seeded_requests_each_reproduce(exported, tokenizer):
     for thread in threads:
         thread.join()
     assert got == expected and len({str(value) for value in got.values()}) == 6
-
-
-# --- the decoding rules against transformers' own logits processors ---
-
-def transformers_scores(logits, seen, params):
-    """The scores transformers samples from (or takes the argmax of), -inf where filtered."""
-    import torch
-    from transformers.generation.logits_process import (
-        RepetitionPenaltyLogitsProcessor,
-        TemperatureLogitsWarper,
-        TopKLogitsWarper,
-        TopPLogitsWarper,
-    )
-
-    processors = [RepetitionPenaltyLogitsProcessor(params.repetition_penalty)]
-    if params.do_sample:
-        if params.temperature != 1.0:
-            processors.append(TemperatureLogitsWarper(params.temperature))
-        if params.top_k:
-            processors.append(TopKLogitsWarper(params.top_k))
-        if params.top_p < 1.0:
-            processors.append(TopPLogitsWarper(params.top_p))
-    ids, scores = torch.tensor([seen]), torch.tensor(logits[None])
-    for processor in processors:
-        scores = processor(ids, scores)
-    return scores[0].numpy()
-
-
-PARAMS = [
-    GenerationParams(),
-    GenerationParams(repetition_penalty=1.3),
-    GenerationParams(do_sample=True),
-    GenerationParams(do_sample=True, top_k=0),
-    GenerationParams(do_sample=True, top_k=0, top_p=0.9, temperature=0.7),
-    GenerationParams(do_sample=True, top_k=5, top_p=0.5, temperature=1.5),
-    GenerationParams(do_sample=True, top_k=1),
-    GenerationParams(do_sample=True, top_k=0, top_p=1e-6),
-    GenerationParams(do_sample=True, top_k=1000, top_p=0.95, repetition_penalty=1.0),
-]
-
-
-@pytest.mark.parametrize("params", PARAMS, ids=lambda p: p.model_dump_json(exclude_defaults=True))
-def test_penalty_and_warpers_match_transformers(params):
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        logits = (rng.standard_normal(3000) * 3).astype(np.float32)
-        logits[:10] = logits[10]  # ties at the top-k edge must be kept, as transformers keeps
-        seen = list(dict.fromkeys(rng.integers(0, 3000, 40).tolist() + [0, 5]))
-        expected = transformers_scores(logits, seen, params)
-        mine = logits.copy()
-        openvino.penalize(mine, seen, params.repetition_penalty)
-        if not params.do_sample:
-            np.testing.assert_array_equal(mine, expected)
-            continue
-        candidates, probs = openvino.distribution(mine, params)
-        assert set(candidates.tolist()) == set(np.flatnonzero(np.isfinite(expected)).tolist())
-        finite = expected[candidates]
-        reference = np.exp(finite - finite.max()) / np.exp(finite - finite.max()).sum()
-        np.testing.assert_allclose(probs, reference, rtol=1e-5, atol=1e-9)
-
-
-def test_draws_follow_the_distribution():
-    logits = np.full(100, -10.0, dtype=np.float32)
-    logits[[3, 7, 9]] = np.log([0.5, 0.3, 0.2])
-    params = GenerationParams(do_sample=True, top_k=3, repetition_penalty=1.0)
-    rng = np.random.default_rng(1)
-    draws = [openvino.next_token(logits.copy(), [], params, rng) for _ in range(20000)]
-    counts = {token: draws.count(token) / len(draws) for token in set(draws)}
-    assert counts.keys() == {3, 7, 9}
-    assert counts == pytest.approx({3: 0.5, 7: 0.3, 9: 0.2}, abs=0.015)

@@ -25,7 +25,7 @@ from kogpt2.model.source import local_source
 
 source, cache, pause_at, engine = sys.argv[1:5]
 
-def report(stage, fraction=None):
+def report(stage, fraction=None, step=None):
     print(stage, flush=True)
     if stage.startswith(pause_at):
         sys.stdin.readline()

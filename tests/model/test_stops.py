@@ -22,8 +22,9 @@ def test_first_stop_is_the_earliest_of_any():
 
 def test_a_stop_text_spanning_tokens_is_cut_before_and_counts_the_tokens_it_took():
     # "을 키" ends inside token 3: three tokens complete it.
-    assert cut_at_stop(decode, [1, 2, 3, 4, 5], ["을 키"]) == (" 근육", 3)
-    assert cut_at_stop(decode, [1, 2, 3, 4, 5], ["려면", " 근"]) == ("", 1)
+    assert cut_at_stop(decode, [1, 2, 3, 4, 5], ["을 키"]) == (" 근육", 3, "을 키")
+    assert cut_at_stop(decode, [1, 2, 3, 4, 5], ["려면", " 근"]) == ("", 1, " 근")
+    assert cut_at_stop(decode, [1, 2, 3], [" 근육을", " 근"]).stop == " 근육을"  # the first given
     assert cut_at_stop(decode, [1, 2, 3], ["단백질"]) is None
 
 
@@ -46,7 +47,7 @@ def test_a_stream_sends_what_stands_before_any_stop_text():
 
 def test_early_stop_sets_at_the_completing_token_and_passes_tokens_on():
     heard, cancel = [], threading.Event()
-    early = EarlyStop(decode, ["을 키"], cancel, heard.append)
+    early = EarlyStop(decode, ["을 키"], cancel, lambda token, _: heard.append(token))
     for token in (1, 2):
         early.hear(token)
         assert not early.is_set()
@@ -79,14 +80,15 @@ def spanning_stop(generator, prompt_ids, new_ids, at: int) -> str:
 def test_generation_stops_at_the_token_that_completes_a_stop_text(generator):
     params = GenerationParams(max_new_tokens=20)
     heard = []
-    full = generator.generate(TITLE, params, on_token=heard.append)
+    full = generator.generate(TITLE, params, on_token=lambda token, _: heard.append(token))
     assert full.sequences[0].generated_tokens == 20, "the stand-in ended early; pick a title"
     prompt = generator.check(TITLE, params)
     stop = spanning_stop(generator, prompt.ids, heard, at=6)
     continuation = full.sequences[0].text[len(TITLE):]
     assert stop in continuation
     heard_with_stop = []
-    result = generator.run(prompt, stop=(stop,), on_token=heard_with_stop.append)
+    result = generator.run(prompt, stop=(stop,),
+                           on_token=lambda token, _: heard_with_stop.append(token))
     (sequence,) = result.sequences
     assert sequence.finish_reason == "stop"
     assert sequence.text == TITLE + continuation[: continuation.index(stop)]

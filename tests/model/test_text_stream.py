@@ -81,7 +81,7 @@ def test_the_pieces_of_a_run_join_to_its_answer(tiny_model_dir, params):
     generator = Generator(str(tiny_model_dir), engine="transformers", threads=1)
     prompt = generator.check(TITLE, params)
     stream, pieces = generator.text_stream(prompt), []
-    result = generator.run(prompt, on_token=lambda i: pieces.append(stream.push(i)))
+    result = generator.run(prompt, on_token=lambda i, _: pieces.append(stream.push(i)))
     text = [piece for piece in pieces if piece is not None]
     assert len(text) == len(pieces) - (result.finish_reason == "eos")
     assert TITLE + "".join(text) == result.sequences[0].text
@@ -92,7 +92,7 @@ def test_a_cancelled_run_stops_with_what_was_streamed(tiny_model_dir):
     prompt = generator.check(TITLE, GenerationParams(max_new_tokens=50, repetition_penalty=1.0))
     stream, cancel, pieces = generator.text_stream(prompt), threading.Event(), []
 
-    def listen(token_id):
+    def listen(token_id, _):
         pieces.append(stream.push(token_id))
         if len(pieces) == 2:
             cancel.set()

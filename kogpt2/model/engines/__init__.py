@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from ..seam import Engine, ModelLoadError
+from ..seam import FEATURES, Engine, ModelLoadError
 from ..vocab import load_tokenizer
 
 
@@ -23,6 +23,9 @@ class EngineKind:
     libraries: tuple[str, ...]  # what it needs to serve: their versions key a prepared copy
     marker_files: tuple[str, ...]  # a directory in its own format has one of these
     weight_formats: tuple[str, ...]  # what prepare() can write; the first is the default
+    # What it implements of seam.FEATURES: known without loading, so a request asking for
+    # another is refused before it queues. The engine's own `features` is this set.
+    features: frozenset[str] = frozenset()
 
     def installed(self) -> bool:
         return all(importlib.util.find_spec(lib) is not None for lib in self.libraries)
@@ -45,13 +48,17 @@ class EngineKind:
 
 TRANSFORMERS = EngineKind(
     "transformers", "transformers", ("torch", "transformers"),
-    ("model.safetensors", "pytorch_model.bin"), ("float32",),
+    ("model.safetensors", "pytorch_model.bin"), ("float32",), FEATURES,
 )
 CTRANSLATE2 = EngineKind(
     "ctranslate2", "ctranslate2", ("ctranslate2",), ("model.bin",), ("int8", "float32"),
+    # Its C++ loop has no hook for a logit's own bias or OpenAI's penalties.
+    FEATURES - {"logit_bias", "presence_penalty", "frequency_penalty"},
 )
 OPENVINO = EngineKind(
     "openvino", "openvino", ("openvino",), ("openvino_model.xml",), ("int8", "float32"),
+    # prompt_logprobs needs every position's logits, which the export doesn't give (yet).
+    FEATURES - {"prompt_logprobs"},
 )
 ENGINES = {kind.name: kind for kind in (OPENVINO, CTRANSLATE2, TRANSFORMERS)}
 # `auto` serves a transformers model with the first of these that is installed, prepared once:

@@ -11,14 +11,26 @@ Serving needs `openvino` and numpy only: no torch, no transformers. `prepare` (t
 imports torch, transformers and nncf inside itself.
 """
 
-import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ..seam import EngineOutput, ModelLoadError, Watch, finish, short_reason
+from ..params import MAX_RETURN_SEQUENCES
+from ..sampling import RowSampler
+from ..seam import (
+    EngineRequest,
+    EngineResult,
+    ModelLoadError,
+    Turns,
+    finish,
+    refuse_unless,
+    short_reason,
+    waited_ms,
+)
 from ..vocab import eos_id, read_metadata
+from . import OPENVINO
 
 NAME = "openvino"
 MODEL_XML = "openvino_model.xml"
@@ -105,14 +117,20 @@ def load(model_dir: Path, *, threads: int, compute_type: str, tokenizer) -> "Ope
 
 class OpenVINOEngine:
     name = NAME
+    features = OPENVINO.features
+    # One request's rows decode together (num_return_sequences); requests take turns.
+    max_rows = MAX_RETURN_SEQUENCES
 
     def __init__(self, compiled, eos: int, compute_type: str):
         self.compute_type = compute_type
         self.eos_id = eos
         # One infer request holds the attention cache of the generation that runs: one at a
-        # time. The random stream is each generation's own, so a seed never depends on others.
+        # time. Each row's random stream is its own, so a seed never depends on others.
         self._request = compiled.create_infer_request()
-        self._lock = threading.Lock()
+        self._turns = Turns(self.max_rows)
+
+    def stats(self) -> dict[str, int]:
+        return self._turns.stats()
 
     def _step(self, input_ids: np.ndarray, length: int, beam: np.ndarray) -> np.ndarray:
         """Feed one token per row (or the whole prompt); the rows' next-token logits, a copy.
@@ -133,87 +151,54 @@ class OpenVINOEngine:
         )
         return self._request.get_tensor("logits").data.copy()  # the next infer reuses it
 
-    def generate(self, prompt_ids: list[int], *, max_new_tokens: int, params, seed: int | None,
-                 watch: Watch) -> list[EngineOutput]:
-        rows = params.num_return_sequences if params.do_sample else 1
-        rng = np.random.default_rng(seed) if params.do_sample else None
+    def generate(self, requests: list[EngineRequest]) -> list[EngineResult]:
+        for request in requests:
+            refuse_unless(self.name, self.features, request.params)
+        arrived = time.monotonic()
+        results = []
+        for request in requests:  # the export reads rows of one length: one prompt at a time
+            with self._turns.turn(request.rows) as started:
+                results.append(self._generate(request, waited_ms(arrived, started)))
+        return results
+
+    def _generate(self, request: EngineRequest, queued_ms: int) -> EngineResult:
+        prompt_ids, max_new_tokens, watch = (request.prompt_ids, request.max_new_tokens,
+                                             request.watch)
+        rows = request.rows
+        samplers = [RowSampler(request.params, prompt_ids, eos_id=self.eos_id,
+                               seed=request.seed, choice=choice) for choice in range(rows)]
         new: list[list[int]] = [[] for _ in range(rows)]
-        # transformers penalizes every token already in the sequence, title included, once each.
-        seen = [dict.fromkeys(prompt_ids) for _ in range(rows)]
+        logprobs = [[] for _ in range(rows)] if request.params.logprobs is not None else None
         active = list(range(rows))  # the sequences still going, in logits' row order
         cache_rows = [0] * rows  # which row of the cache holds each active sequence
-        with self._lock:
-            self._request.reset_state()
-            prompt = np.array([prompt_ids], dtype=np.int64)
-            # The title is read once; its one cache row then fans out to every sequence.
-            logits = self._step(prompt, len(prompt_ids), np.zeros(1, dtype=np.int32))
-            logits = np.repeat(logits, rows, axis=0)
-            for step in range(max_new_tokens):
-                for row_logits, row in zip(logits, active, strict=True):
-                    token = next_token(row_logits, list(seen[row]), params, rng)
-                    new[row].append(token)
-                    seen[row][token] = None
-                stop = watch.step(new[0][-1] if active[0] == 0 else None)
-                going = [i for i, row in enumerate(active) if new[row][-1] != self.eos_id]
-                if stop or not going or step + 1 == max_new_tokens:
-                    break
-                last = np.array([[new[active[i]][-1]] for i in going], dtype=np.int64)
-                beam = np.array([cache_rows[i] for i in going], dtype=np.int32)
-                logits = self._step(last, len(prompt_ids) + step + 1, beam)
-                active = [active[i] for i in going]  # a finished sequence's row drops out
-                cache_rows = list(range(len(active)))
-        return [finish(ids, self.eos_id, max_new_tokens, watch) for ids in new]
-
-
-def next_token(logits: np.ndarray, seen: list[int], params, rng) -> int:
-    """The next token from one row of float32 logits (changed in place), as transformers'
-    generate picks it: the repetition penalty, then greedy, or the sampling distribution and
-    a draw from it."""
-    penalize(logits, seen, params.repetition_penalty)
-    if not params.do_sample:
-        return int(np.argmax(logits))  # the first of equal maxima, as torch.argmax
-    candidates, probs = distribution(logits, params)
-    # torch.multinomial's draw for one sample: the largest p / q, q ~ Exp(1) per token (an
-    # exponential race, a Gumbel-max in disguise); the seeded numpy stream replaces torch's.
-    with np.errstate(divide="ignore"):  # p / q is inf for a q of exactly 0: it wins, rightly
-        return int(candidates[np.argmax(probs / rng.standard_exponential(probs.size))])
-
-
-def penalize(logits: np.ndarray, seen: list[int], penalty: float) -> None:
-    """RepetitionPenaltyLogitsProcessor: each token already in the sequence once; a positive
-    logit is divided by the penalty, any other multiplied, in float32 as torch does."""
-    if penalty != 1.0 and seen:
-        ids = np.array(seen)
-        scores = logits[ids]
-        logits[ids] = np.where(scores < 0, scores * np.float32(penalty),
-                               scores / np.float32(penalty))
-
-
-def distribution(logits: np.ndarray, params) -> tuple[np.ndarray, np.ndarray]:
-    """The tokens sampling can draw and their probabilities, after transformers' warpers in
-    their order: temperature, top-k, top-p. Only the candidates are carried along, so top-k
-    (50 by default) keeps the full-vocabulary work to one partition."""
-    if params.temperature != 1.0:
-        logits = logits / np.float32(params.temperature)
-    candidates = np.arange(logits.size)
-    if params.top_k:  # 0 is off; ties with the k-th score stay in, as in TopKLogitsWarper
-        k = min(params.top_k, logits.size)
-        kth = np.partition(logits, logits.size - k)[logits.size - k]
-        candidates = np.flatnonzero(logits >= kth)
-    scores = logits[candidates]
-    if params.top_p < 1.0:
-        # TopPLogitsWarper: in ascending order, drop the tokens whose cumulated probability
-        # stays <= 1 - top_p, always keeping the most likely one.
-        order = np.argsort(scores, kind="stable")
-        keep = np.cumsum(softmax(scores[order])) > 1 - params.top_p
-        keep[-1] = True
-        candidates, scores = candidates[order[keep]], scores[order[keep]]
-    return candidates, softmax(scores)
-
-
-def softmax(scores: np.ndarray) -> np.ndarray:
-    exp = np.exp(scores.astype(np.float64) - scores.max())
-    return exp / exp.sum()
+        self._request.reset_state()
+        prompt = np.array([prompt_ids], dtype=np.int64)
+        # The title is read once; its one cache row then fans out to every sequence.
+        logits = self._step(prompt, len(prompt_ids), np.zeros(1, dtype=np.int32))
+        logits = np.repeat(logits, rows, axis=0)
+        for step in range(max_new_tokens):
+            for row_logits, row in zip(logits, active, strict=True):
+                token, logprob = samplers[row].choose(row_logits)
+                new[row].append(token)
+                if logprobs is not None:
+                    logprobs[row].append(logprob)
+            first = active[0] == 0
+            stop = watch.step(new[0][-1] if first else None,
+                              logprobs[0][-1] if first and logprobs is not None else None)
+            going = [i for i, row in enumerate(active) if not samplers[row].ends(new[row][-1])]
+            if stop or not going or step + 1 == max_new_tokens:
+                break
+            last = np.array([[new[active[i]][-1]] for i in going], dtype=np.int64)
+            beam = np.array([cache_rows[i] for i in going], dtype=np.int32)
+            logits = self._step(last, len(prompt_ids) + step + 1, beam)
+            active = [active[i] for i in going]  # a finished sequence's row drops out
+            cache_rows = list(range(len(active)))
+        outputs = [
+            finish(ids, samplers[row].end_ids, max_new_tokens, watch,
+                   logprobs[row] if logprobs is not None else None, self.eos_id)
+            for row, ids in enumerate(new)
+        ]
+        return EngineResult(outputs, None, queued_ms)
 
 
 # --- export: transformers directory -> OpenVINO directory (needs torch, transformers, nncf) ---

@@ -1,65 +1,205 @@
-"""The reference engine: transformers' GPT2LMHeadModel on torch, as the original handler ran it."""
+"""The reference engine: transformers' GPT2LMHeadModel on torch, as the original handler ran it.
 
-import threading
+Every knob is one of transformers' own LogitsProcessors, in sampling.py's order, with two small
+ones of our own where transformers has none (OpenAI's presence and frequency penalties). It is
+the reference, not the fast path: one row at a time. A request's rows (num_return_sequences)
+and a batch's prompts run one after another, each row seeded from (seed, its choice), so a
+row's text never depends on the others.
+"""
+
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
-from transformers import GPT2LMHeadModel, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    GenerationConfig,
+    GPT2LMHeadModel,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+from transformers.generation.logits_process import (
+    MinNewTokensLengthLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    SequenceBiasLogitsProcessor,
+    SuppressTokensLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 from transformers.utils import logging as transformers_logging
 
+from .. import sampling
 from ..params import GenerationParams
-from ..seam import ModelLoadError, Watch, finish, short_reason
+from ..seam import (
+    EngineOutput,
+    EngineRequest,
+    EngineResult,
+    ModelLoadError,
+    TokenLogprob,
+    Turns,
+    Watch,
+    finish,
+    refuse_unless,
+    short_reason,
+    waited_ms,
+)
 from ..vocab import SPECIAL_TOKENS_MAP, eos_id
+from . import TRANSFORMERS
 
 NAME = "transformers"
 
 
 class _Steps(StoppingCriteria):
-    """Tells the watch about each step (the first row's new token) and stops when it says so."""
+    """Tells the watch about each step (the row's new token, when it listens) and stops when it
+    says so."""
 
-    def __init__(self, watch: Watch, prompt_length: int):
-        self.watch, self.prompt_length = watch, prompt_length
+    def __init__(self, watch: Watch, listen: bool, logprobs: int | None):
+        self.watch, self.listen, self.logprobs = watch, listen, logprobs
 
     def __call__(self, input_ids, scores, **kwargs):
-        stop = self.watch.step(int(input_ids[0, -1]))
+        token = int(input_ids[0, -1]) if self.listen else None
+        chosen = None
+        if token is not None and self.logprobs is not None and scores:  # scores: every step's
+            chosen = _logprob(scores[-1][0].numpy(), token, self.logprobs)
+        stop = self.watch.step(token, chosen)
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+class PresenceFrequencyPenalty(LogitsProcessor):
+    """OpenAI's presence and frequency penalties over the generated tokens (not the prompt):
+    logit -= presence * (count > 0) + frequency * count, computed as sampling.py computes it."""
+
+    def __init__(self, presence: float, frequency: float, prompt_length: int):
+        self.presence, self.frequency = presence, frequency
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids, scores):
+        scores = scores.clone()
+        for row, ids in enumerate(input_ids[:, self.prompt_length:]):
+            if ids.numel():
+                tokens, counts = torch.unique(ids, return_counts=True)
+                penalty = sampling.presence_frequency(counts.numpy(), self.presence,
+                                                      self.frequency)
+                scores[row, tokens] -= torch.from_numpy(penalty)
+        return scores
+
+
+def processors(params: GenerationParams, prompt_length: int, eos: int) -> LogitsProcessorList:
+    """sampling.py's order, in transformers' processors: penalties, bias, masks, warpers."""
+    chain = []
+    if params.repetition_penalty != 1.0:
+        chain.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+    if params.presence_penalty or params.frequency_penalty:
+        chain.append(PresenceFrequencyPenalty(params.presence_penalty, params.frequency_penalty,
+                                              prompt_length))
+    if params.logit_bias:
+        chain.append(SequenceBiasLogitsProcessor(
+            [[[token], bias] for token, bias in params.logit_bias.items()]
+        ))
+    if params.min_new_tokens:
+        chain.append(MinNewTokensLengthLogitsProcessor(
+            prompt_length, params.min_new_tokens, [eos, *params.stop_token_ids]
+        ))
+    if params.ignore_eos:
+        chain.append(SuppressTokensLogitsProcessor([eos]))
+    if params.do_sample:
+        if params.temperature != 1.0:
+            chain.append(TemperatureLogitsWarper(params.temperature))
+        if params.top_k:
+            chain.append(TopKLogitsWarper(params.top_k))
+        if params.top_p < 1.0:
+            chain.append(TopPLogitsWarper(params.top_p))
+    return LogitsProcessorList(chain)
 
 
 class TransformersEngine:
     name = NAME
     compute_type = "float32"
+    features = TRANSFORMERS.features
+    max_rows = 1  # the reference runs one row at a time
 
     def __init__(self, model, eos: int, pad: int):
         self.model, self.eos_id, self.pad_id = model, eos, pad
         # torch's RNG is global: a seeded sampling run must not interleave with another.
-        self._lock = threading.Lock()
+        self._turns = Turns(self.max_rows)
 
-    def generate(self, prompt_ids, *, max_new_tokens, params: GenerationParams, seed, watch):
-        input_ids = torch.tensor([prompt_ids], dtype=torch.long)
-        options = dict(
-            max_new_tokens=max_new_tokens,
-            repetition_penalty=params.repetition_penalty,
-            num_return_sequences=params.num_return_sequences,
+    def stats(self) -> dict[str, int]:
+        return self._turns.stats()
+
+    def generate(self, requests: list[EngineRequest]) -> list[EngineResult]:
+        for request in requests:
+            refuse_unless(self.name, self.features, request.params)
+        arrived = time.monotonic()
+        results = []
+        for request in requests:
+            with self._turns.turn(request.rows) as started:
+                results.append(self._generate(request, waited_ms(arrived, started)))
+        return results
+
+    def _generate(self, request: EngineRequest, queued_ms: int) -> EngineResult:
+        params = request.params
+        scored = None
+        if params.prompt_logprobs is not None:
+            scored = self.prompt_logprobs(request.prompt_ids, params.prompt_logprobs)
+        rows = [self._row(request, choice) for choice in range(request.rows)]
+        return EngineResult(rows, scored, queued_ms)
+
+    def prompt_logprobs(self, prompt_ids: list[int], n: int) -> list[TokenLogprob | None]:
+        """One forward pass over the prompt: each token's log-softmax given those before it."""
+        with torch.inference_mode():
+            logits = self.model(torch.tensor([prompt_ids])).logits[0].numpy()
+        return sampling.prompt_logprobs(logits, prompt_ids, n)
+
+    def _row(self, request: EngineRequest, choice: int) -> EngineOutput:
+        params, prompt_ids = request.params, request.prompt_ids
+        end_ids = [*params.stop_token_ids, *([] if params.ignore_eos else [self.eos_id])]
+        if request.max_new_tokens == 0:
+            return finish([], end_ids, 0, request.watch)
+        want_logprobs = params.logprobs is not None
+        # Every knob is in processors(): transformers' own defaults would add warpers (its
+        # top_k is 50), and it warns of sampling flags on a greedy run.
+        warpers_off = dict(temperature=1.0, top_k=0, top_p=1.0) if params.do_sample else {}
+        config = GenerationConfig(
+            max_new_tokens=request.max_new_tokens,
             do_sample=params.do_sample,
+            **warpers_off,
+            repetition_penalty=1.0,
+            num_return_sequences=1,
             use_cache=True,
             pad_token_id=self.pad_id,
-            eos_token_id=self.eos_id,
+            eos_token_id=end_ids or None,
             bos_token_id=self.eos_id,
+            output_scores=want_logprobs,
+            return_dict_in_generate=True,
         )
-        if params.do_sample:
-            options.update(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p)
-        steps = _Steps(watch, len(prompt_ids))
-        with self._lock, torch.inference_mode():
-            if seed is not None:
-                torch.manual_seed(seed)
+        input_ids = torch.tensor([prompt_ids], dtype=torch.long)
+        with torch.inference_mode():
+            if params.do_sample:
+                torch.manual_seed(sampling.row_seed(request.seed, choice))
             output = self.model.generate(
                 input_ids,
                 attention_mask=torch.ones_like(input_ids),
-                stopping_criteria=StoppingCriteriaList([steps]),
-                **options,
+                generation_config=config,
+                logits_processor=processors(params, len(prompt_ids), self.eos_id),
+                stopping_criteria=StoppingCriteriaList(
+                    [_Steps(request.watch, choice == 0, params.logprobs)]),
             )
-        new_rows = output[:, len(prompt_ids):].tolist()
-        return [finish(row, self.eos_id, max_new_tokens, watch) for row in new_rows]
+        new_ids = output.sequences[0, len(prompt_ids):].tolist()
+        logprobs = None
+        if want_logprobs:
+            logprobs = [_logprob(step[0].numpy(), token, params.logprobs)
+                        for step, token in zip(output.scores, new_ids, strict=False)]
+        return finish(new_ids, end_ids, request.max_new_tokens, request.watch, logprobs,
+                      self.eos_id)
+
+
+def _logprob(scores: np.ndarray, token: int, n: int) -> TokenLogprob:
+    """From the scores transformers chose `token` from (processed, warped: -inf filtered)."""
+    logprobs = sampling.log_softmax(scores)
+    return TokenLogprob(token, float(logprobs[token]), sampling.best(logprobs, n))
 
 
 def is_own_format(path: Path) -> bool:
