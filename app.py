@@ -33,3 +33,10 @@ def warm_up(event=None, context=None) -> dict:
         "loaded": generator.loaded,
         "load_ms": round((time.monotonic() - started) * 1000),
     }
+
+
+def start_loading() -> None:
+    """Load the model in the background now, trying a failed load again by itself, unless
+    KOGPT2_LOAD_ON_START is off. gunicorn.conf.py calls this as each worker starts."""
+    if app.config["KOGPT2_SETTINGS"].load_on_start:
+        app.extensions["kogpt2"].start()

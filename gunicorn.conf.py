@@ -31,3 +31,27 @@ accesslog = None
 # gunicorn 27's control socket has one default path per user, so two servers on one machine
 # (tests, a dev server) would take each other's; nothing here uses it.
 control_socket_disable = True
+
+
+def child_exit(server, worker):
+    """With PROMETHEUS_MULTIPROC_DIR (several workers' /metrics summed: kogpt2/web/metrics.py),
+    a dead worker's live gauges leave the sums."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def post_fork(server, worker):
+    """Tell the app how many workers share the CPUs (KOGPT2_WORKERS): each engine then takes
+    its share of the container's CPU quota, not all of it (gunicorn's -w included)."""
+    os.environ["KOGPT2_WORKERS"] = str(server.cfg.workers)
+
+
+def post_worker_init(worker):
+    """Each worker loads its model as soon as it starts, and tries a failed load again by
+    itself: /ready turns 200 with no request needed (KOGPT2_LOAD_ON_START). The app is made in
+    the worker, after the fork: with preload_app, the loading thread would stay in the master."""
+    from app import start_loading
+
+    start_loading()

@@ -14,6 +14,16 @@ const copyButton = document.getElementById("copy-button");
 const stopButton = document.getElementById("stop-button");
 const texts = JSON.parse(document.getElementById("page-text").textContent);
 
+// The steps of a model's preparation (/info's progress.step) in Korean; the API's own stage
+// text stays English, and shows only for a step this page doesn't know.
+const PREPARATION_STEPS = {
+  starting: "준비를 시작하는 중",
+  downloading: "모델을 내려받는 중",
+  waiting: "다른 작업자가 같은 모델을 준비하고 있어 기다리는 중",
+  converting: "빠른 엔진에 맞게 모델을 변환하는 중",
+  loading: "모델을 불러오는 중",
+};
+
 const byId = (id) => document.getElementById(id);
 const setText = (id, value) => { byId(id).textContent = String(value); };
 
@@ -35,11 +45,11 @@ function applyInfo(info) {
     input.max = String(high);
   }
   setText("time-budget", info.limits.time_budget_s);
-  setModelState(info.loaded);
+  setModelState(info.state);
 }
 
-function setModelState(loaded) {
-  setText("model-state", loaded ? "준비됨" : "첫 요청 때 불러옵니다");
+function setModelState(state) {
+  setText("model-state", texts.model_states[state] || state);
 }
 
 async function loadInfo() {
@@ -115,7 +125,7 @@ function showResult(body, title) {
   setText("time-note", texts.time_note);
   showCopy(text);
   result.hidden = false;
-  setModelState(true);
+  setModelState("ready");
   result.scrollIntoView({ block: "nearest" });
 }
 
@@ -224,7 +234,7 @@ function showLoading(progressInfo) {
   byId("loading").hidden = false;
   if (!progressInfo) return;
   byId("loading-bar").value = progressInfo.percent;
-  setText("loading-stage", progressInfo.stage);
+  setText("loading-stage", PREPARATION_STEPS[progressInfo.step] || progressInfo.stage);
   setText("loading-percent", progressInfo.percent);
 }
 

@@ -1,8 +1,10 @@
 import contextlib
 import logging
 import threading
+import time
 
 import pytest
+from answers import STAND_IN
 from make_stand_in import make_stand_in
 
 from app import create_app
@@ -19,8 +21,9 @@ def model_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """A 2-layer KoGPT2 with the real tokenizer (or a trained one where ../shared is absent)."""
-    return make_stand_in(tmp_path_factory.mktemp("tiny-kogpt2"), tiny=True)
+    """A 2-layer KoGPT2 with the real tokenizer (or a trained one where ../shared is absent),
+    in a folder named tiny-kogpt2: its public name (STAND_IN in tests/answers.py)."""
+    return make_stand_in(tmp_path_factory.mktemp("stand-ins") / STAND_IN, tiny=True)
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +100,44 @@ def client(app):
 
 
 @pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """A hub on 127.0.0.1 (tests/fake_hub.py) for huggingface_hub, in this process and in the
+    ones a test starts (HF_ENDPOINT), with a hub cache of the test's own."""
+    from fake_hub import FakeHub
+    from huggingface_hub import constants
+
+    hub = FakeHub()
+    url = hub.start()
+    hub.cache = tmp_path / "hf-cache"
+    # huggingface_hub reads HF_ENDPOINT and HF_HUB_CACHE once, when it is imported.
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub.cache))
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub.cache))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture
+def slow_tokens(monkeypatch):
+    """Each token any engine makes takes 10 ms more (the engines call Watch.step after each):
+    a time budget of a few tens of ms then cuts a long generation on any machine, however
+    fast. tests/browser/slow_tokens does the same for a server."""
+    from kogpt2.model.seam import Watch
+
+    step = Watch.step
+
+    def slow_step(self, *args, **kwargs):
+        time.sleep(0.01)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Watch, "step", slow_step)
+
+
+@pytest.fixture
 def unused_port():
     """A loopback port nothing listens on."""
     from local_server import free_port
@@ -110,16 +151,32 @@ def live_server(tiny_model_dir):
     from local_server import LocalServer
 
     @contextlib.contextmanager
-    def start(*args, script_name="", log=None, env=None, **settings):
-        """`log` collects the server's stderr; `env` adds other environment variables."""
+    def start(*args, script_name="", log=None, env=None, wait_for_model=True, **settings):
+        """`log` collects the server's stderr; `env` adds other environment variables. The
+        worker loads the model as it starts: unless `wait_for_model` is off (or the setting
+        load_on_start), this waits until that load is over (ready, or failed), so that no
+        test's request or time budget pays for a load that takes what the machine allows."""
         environment = {"KOGPT2_MODEL": str(tiny_model_dir), "KOGPT2_ENGINE": "transformers",
                        **(env or {})}
         environment.update({f"KOGPT2_{key.upper()}": str(value) for key, value in settings.items()})
         with LocalServer(environment, *args, script_name=script_name,
                          log=log) as server:
+            if wait_for_model and str(settings.get("load_on_start", "true")).lower() == "true":
+                wait_until_loaded(server.base)
             yield server.base
 
     return start
+
+
+def wait_until_loaded(base: str, limit_s: float = 600) -> str:
+    """The model's state once its load at the server's start is over: ready or failed."""
+    from live_server import call
+
+    deadline = time.monotonic() + limit_s
+    while (state := call(f"{base}/health")[1]["model_state"]) not in ("ready", "failed"):
+        assert time.monotonic() < deadline, f"the model is still {state}"
+        time.sleep(0.1)
+    return state
 
 
 @pytest.fixture

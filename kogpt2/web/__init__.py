@@ -3,11 +3,14 @@
 from flask_cors import CORS
 
 from ..config import Settings
-from . import api, docs, errors, limits, log_privacy, observe, openai_api, openapi, pages
+from . import docs, errors, limits, log_privacy, metrics, observe, openapi, pages
 from .json import StrictJSONProvider
+from .native import routes as native_api
+from .openai import api_server as openai_api
 from .state import attach, get_generator, get_settings
 
-API_ROUTES = [r"/generate", r"/health", r"/info", r"/openapi.json", r"/v1/.*"]
+API_ROUTES = [r"/generate", r"/health", r"/ready", r"/info", r"/openapi.json", r"/v1/.*",
+              *openai_api.TOKENIZER_PATHS]
 
 
 def init_app(app, settings: Settings) -> None:
@@ -16,6 +19,7 @@ def init_app(app, settings: Settings) -> None:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     errors.init_app(app)
     limits.init_app(app, settings)
+    metrics.init_app(app)
     observe.init_app(app)
     log_privacy.init_app(settings.log_prompts)
     CORS(
@@ -27,7 +31,7 @@ def init_app(app, settings: Settings) -> None:
         max_age=600,
         expose_headers=observe.EXPOSED_HEADERS,
     )
-    app.register_blueprint(api.bp)
+    app.register_blueprint(native_api.bp)
     openai_api.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(openapi.bp)

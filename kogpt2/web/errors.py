@@ -6,14 +6,15 @@ messages, tracebacks) goes only to the log line of the request, under its id.
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 from flask import current_app, g, jsonify, request
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_serializer
 from werkzeug.exceptions import HTTPException
 
 from ..model import InvalidInput, ModelLoadError, ModelLoading
-from .schemas import ErrorResponse
-from .state import get_settings
+from ..model.seam import STEPS
+from .state import get_generator, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,42 @@ LOADING_RETRY_S = 5
 RENDERERS = "kogpt2.error_renderers"
 
 
+class InfoProgress(BaseModel):
+    """How far the model's preparation is (GET /info, /ready, and a model_loading error)."""
+
+    stage: str = Field(description="What the model's preparation is doing, in words.")
+    percent: int = Field(ge=0, le=100)
+    step: Literal[STEPS] = Field(description="The stage's stable key, for clients that say it "
+                                 "in their own words.")
+
+    @classmethod
+    def of(cls, progress) -> "InfoProgress | None":
+        if progress is None:
+            return None
+        return cls(stage=progress.stage, percent=progress.percent, step=progress.step)
+
+
+class ErrorResponse(BaseModel):
+    """Every error of the native API: the body of a 4xx/5xx answer, and a stream's last event
+    when the generation failed after its first token."""
+
+    error: str = Field(description="What went wrong and what the caller can do.")
+    error_type: str
+    request_id: str | None = Field(
+        description="This request's id (X-Request-ID): the server's log line for it says more."
+    )
+    progress: InfoProgress | None = Field(
+        None, description="Only with `model_loading`: how far the model's preparation is."
+    )
+
+    @model_serializer(mode="wrap")
+    def _progress_only_when_loading(self, serialize):
+        body = serialize(self)
+        if body.get("progress") is None:
+            body.pop("progress", None)
+        return body
+
+
 @dataclass
 class APIError(Exception):
     """An error as callers see it; `param` names the request field at fault, if one is;
@@ -45,6 +82,7 @@ class APIError(Exception):
     headers: dict = field(default_factory=dict)
     detail: str | None = None
     param: str | None = None
+    progress: object = None  # the model's Progress, with model_loading
 
     def __post_init__(self):
         super().__init__(self.message)
@@ -74,10 +112,6 @@ def describe(exc: Exception) -> APIError:
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
         error_type = HTTP_ERROR_TYPES.get(exc.code, "http_error")
         return APIError(exc.code, error_type, exc.description or exc.name, headers)
-    if isinstance(exc, ValidationError):
-        where = exc.errors(include_url=False)[0]["loc"]
-        return APIError(422, "validation_error", describe_validation_error(exc),
-                        param=str(where[0]) if where else None)
     if isinstance(exc, InvalidInput):
         return APIError(422, "validation_error", f"Invalid request: {exc}", param=exc.field)
     if isinstance(exc, ModelLoading):
@@ -87,13 +121,14 @@ def describe(exc: Exception) -> APIError:
             f"The model is being prepared: {progress.stage}, {progress.percent}% done. "
             f"Try again in a few seconds.",
             retry_after(LOADING_RETRY_S),
+            progress=progress,
         )
     if isinstance(exc, ModelLoadError):
         return APIError(
             503, "model_unavailable",
             "The model is not available right now. Try again later; if it persists, tell "
             "the operator this request's id (X-Request-ID).",
-            retry_after(get_settings().load_retry_s),
+            retry_after(get_generator().retry_in_s or get_settings().load_retry_s),
             detail=str(exc),
         )
     return APIError(
@@ -114,7 +149,7 @@ def resolve(exc: Exception) -> APIError:
 
 def error_response(error: APIError):
     body = ErrorResponse(error=error.message, error_type=error.error_type,
-                         request_id=g.get("request_id"))
+                         request_id=g.get("request_id"), progress=InfoProgress.of(error.progress))
     response = jsonify(body.model_dump())
     response.status_code = error.status
     response.headers.update(error.headers)

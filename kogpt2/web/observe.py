@@ -14,8 +14,9 @@ import sys
 import time
 import uuid
 
-from flask import g, request
+from flask import current_app, g, request
 
+from . import metrics
 from .state import get_settings
 
 access_log = logging.getLogger("kogpt2.access")
@@ -60,7 +61,7 @@ def finish_response(response):
     if stream is not None and response.is_streamed:
         stream.log_at_end(line, started)  # this runs before the body is sent
     else:
-        write_access_line(line)
+        write_access_line(line, current_app._get_current_object())
     return response
 
 
@@ -73,6 +74,9 @@ def access_line(response, time_ms: int, tokens: int | None) -> dict:
         "status": response.status_code,
         "tokens": tokens,
         "time_ms": time_ms,
+        "queued_ms": g.get("queued_ms"),  # waiting for a slot, then for the engine
+        "prompt_tokens": g.get("prompt_tokens"),
+        **(g.clock.figures() if "clock" in g else {}),
     }
     error = g.get("error")
     if error is not None:
@@ -84,8 +88,31 @@ def access_line(response, time_ms: int, tokens: int | None) -> dict:
     return line
 
 
-def write_access_line(line: dict) -> None:
+def write_access_line(line: dict, app) -> None:
+    """The request's one log line; its figures go to the app's metrics too."""
     access_log.info(json.dumps(line, ensure_ascii=False))
+    metrics.record(app, line)
+
+
+class TokenClock:
+    """When a generation's tokens came (its first sequence's): the time to the first token
+    from the request's arrival, and the mean time per token after it."""
+
+    def __init__(self, started: float):
+        self.started, self.first, self.last, self.count = started, None, None, 0
+
+    def hear(self, token_id: int, chosen=None) -> None:
+        self.last = time.monotonic()
+        self.first = self.first or self.last
+        self.count += 1
+
+    def figures(self) -> dict:
+        if self.first is None:
+            return {}
+        figures = {"ttft_ms": round((self.first - self.started) * 1000)}
+        if self.count > 1:
+            figures["tpot_ms"] = round((self.last - self.first) * 1000 / (self.count - 1), 2)
+        return figures
 
 
 def setup_access_log() -> None:

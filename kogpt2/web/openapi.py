@@ -5,35 +5,42 @@ APIs: the native one and OpenAI's under /v1. GET /docs shows it (docs.py).
 from flask import Blueprint, request
 from pydantic.json_schema import models_json_schema
 
-from .errors import ERROR_TYPES
-from .observe import REQUEST_ID
-from .openai_schemas import (
-    Completion,
-    CompletionRequest,
-    Model,
-    ModelList,
-    OpenAIErrorResponse,
-)
-from .schemas import (
-    ErrorResponse,
+from .errors import ERROR_TYPES, ErrorResponse
+from .native.protocol import (
     GenerateRequest,
     GenerateResponse,
     HealthResponse,
     InfoResponse,
     LegacyRequest,
     LegacyResponse,
+    ReadyResponse,
     TokenEvent,
+)
+from .observe import REQUEST_ID
+from .openai.protocol import (
+    Completion,
+    CompletionRequest,
+    DetokenizeRequest,
+    DetokenizeResponse,
+    Model,
+    ModelList,
+    OpenAIErrorResponse,
+    TokenizeRequest,
+    TokenizeResponse,
+    TokenizerInfo,
 )
 from .state import get_settings
 
 bp = Blueprint("openapi", __name__)
 
 REQUEST_MODELS = [GenerateRequest, LegacyRequest]
-RESPONSE_MODELS = [GenerateResponse, LegacyResponse, HealthResponse, InfoResponse, ErrorResponse,
-                   TokenEvent]
+RESPONSE_MODELS = [GenerateResponse, LegacyResponse, HealthResponse, ReadyResponse, InfoResponse,
+                   ErrorResponse, TokenEvent]
 OPENAI_MODELS = [(CompletionRequest, "validation"), (Completion, "serialization"),
                  (Model, "serialization"), (ModelList, "serialization"),
-                 (OpenAIErrorResponse, "serialization")]
+                 (OpenAIErrorResponse, "serialization"), (TokenizeRequest, "validation"),
+                 (TokenizeResponse, "serialization"), (DetokenizeRequest, "validation"),
+                 (DetokenizeResponse, "serialization"), (TokenizerInfo, "serialization")]
 
 ERRORS = {
     400: "The body is not valid JSON (`invalid_json`): malformed, not UTF-8, duplicate keys, "
@@ -47,15 +54,17 @@ ERRORS = {
     500: "A bug (`internal_error`); logged on the server under the request id, no details sent.",
     503: "The model is being prepared (`model_loading`: the message says the stage and how far "
     "it is) or can't be loaded (`model_unavailable`: the server's log says why, under the "
-    "request id). Retry after `Retry-After` seconds; a later request retries a failed load.",
+    "request id). Retry after `Retry-After` seconds: a failed load is tried again then.",
 }
 # /v1 answers errors in OpenAI's shape, with OpenAI's statuses (invalid requests are all 400).
 OPENAI_ERRORS = {
     400: "Not JSON (`code: invalid_json`), not sent as JSON (`unsupported_media_type`), or "
-    "invalid (`validation_error`): wrong types or bounds, unknown fields, fields this server "
-    "does not support (logprobs, suffix, logit_bias, best_of other than n, non-zero "
-    "presence/frequency penalties), an empty or too long prompt, max_tokens over the server's "
-    "cap or, with the prompt, over the model's positions. `param` names the field.",
+    "invalid (`validation_error`): wrong types or bounds, unknown fields, a prompt that is empty, "
+    "too long, or holds a token id outside the vocabulary, a batch over the server's cap, "
+    "`logprobs` over 5, `max_tokens: 0` without `echo`, a `logit_bias` key that is not a token "
+    "id, `suffix`, `best_of` other than n, max_tokens over the server's cap or, with the prompt, "
+    "over the model's positions, or a field the serving engine does not implement (the message "
+    "names the engine). `param` names the field.",
     404: "`model` is not the served model (`model_not_found`; see GET /v1/models).",
     413: ERRORS[413],
     429: ERRORS[429],
@@ -171,10 +180,16 @@ def completions_operation() -> dict:
         "tags": ["OpenAI-compatible"],
         "summary": "OpenAI's Completions API: continue a prompt",
         "description": (
-            "For clients written for OpenAI (base URL `.../v1`). `temperature: 0` decodes "
-            "greedily; `stop` ends a completion before the stop text. A completion cut by the "
-            "time budget ends with `finish_reason: \"length\"` and fewer tokens than "
-            "`max_tokens`."
+            "For clients written for OpenAI (base URL `.../v1`). `prompt` is a string, a "
+            "list of strings, token ids, or lists of token ids: a batch whose prompts generate "
+            "together; choice `index` is prompt position × n + choice. `temperature: 0` decodes "
+            "greedily; knobs left out take the server's generation settings (GET /info). "
+            "`logprobs` (0–5) scores each token; with `echo` the prompt's tokens come first, "
+            "and `max_tokens: 0` scores the prompt without generating. vLLM's extra fields "
+            "(`top_k`, `repetition_penalty`, `min_tokens`, `ignore_eos`, `stop_token_ids`, "
+            "`include_stop_str_in_output`, `stream_options.continuous_usage_stats`) are taken. "
+            "A completion cut by the time budget ends with `finish_reason: \"length\"` and "
+            "fewer tokens than `max_tokens`."
         ),
         "requestBody": {"required": True, "content": json_content(ref(CompletionRequest))},
         "responses": {
@@ -189,6 +204,30 @@ def completions_operation() -> dict:
             },
             **{str(status): openai_error(status) for status in OPENAI_ERRORS},
         },
+    }
+
+
+def tokenizer_operations() -> dict:
+    """vLLM's tokenizer endpoints, at the service root."""
+    def post(operation_id, summary, request, response):
+        return {"post": {
+            "operationId": operation_id, "tags": ["Tokenizer (vLLM)"], "summary": summary,
+            "requestBody": {"required": True, "content": json_content(ref(request))},
+            "responses": {"200": ok(summary, json_content(ref(response))),
+                          **{str(status): openai_error(status)
+                             for status in (400, 404, 413, 500, 503)}},
+        }}
+
+    info = get_operation("tokenizerInfo", "The tokenizer's special tokens and length",
+                         TokenizerInfo)
+    info["tags"] = ["Tokenizer (vLLM)"]
+    info["responses"].update({"500": openai_error(500), "503": openai_error(503)})
+    return {
+        "/tokenizer_info": {"get": info},
+        "/tokenize": post("tokenize", "Text to the model's token ids", TokenizeRequest,
+                          TokenizeResponse),
+        "/detokenize": post("detokenize", "Token ids to text", DetokenizeRequest,
+                            DetokenizeResponse),
     }
 
 
@@ -209,6 +248,19 @@ def models_operations() -> dict:
         methods["get"]["tags"] = ["OpenAI-compatible"]
         methods["get"]["responses"]["500"] = openai_error(500)
     return operations
+
+
+def ready_operation() -> dict:
+    operation = get_operation("ready", "Readiness: 200 once the model is loaded, else 503",
+                              ReadyResponse)
+    operation["responses"]["503"] = {
+        "description": "The model is not loaded yet (`loading`, with its progress, or "
+        "`not_loaded`) or its last load failed (`failed`: it is tried again by itself). Ask "
+        "again after `Retry-After` seconds.",
+        "headers": {**common_headers(), **RETRY_AFTER},
+        "content": json_content(ref(ReadyResponse)),
+    }
+    return operation
 
 
 def document(settings) -> dict:
@@ -232,7 +284,9 @@ def document(settings) -> dict:
         "paths": {
             "/generate": {"post": generate_operation()},
             "/health": {"get": get_operation(
-                "health", "Liveness and the model's state; never loads the model", HealthResponse)},
+                "health", "Liveness: 200 while the process answers, whatever the model's state",
+                HealthResponse)},
+            "/ready": {"get": ready_operation()},
             "/info": {"get": get_operation(
                 "info", "Model, engine, limits and each parameter's bounds", InfoResponse)},
             "/openapi.json": {"get": {
@@ -242,6 +296,19 @@ def document(settings) -> dict:
             }},
             **models_operations(),
             "/v1/completions": {"post": completions_operation()},
+            **tokenizer_operations(),
+            "/metrics": {"get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics",
+                "description": "Requests by route and status, queue and rows, time to the "
+                "first token and per token, tokens, model loads and state, in Prometheus' "
+                "text format. 404 where KOGPT2_METRICS is off (the production stage).",
+                "responses": {
+                    "200": ok("Prometheus' text exposition format",
+                              {"text/plain": {"schema": {"type": "string"}}}),
+                    "404": error(404, {404: "KOGPT2_METRICS is off (`not_found`)."}),
+                },
+            }},
         },
         "components": {
             "schemas": component_schemas(),

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 from flask import Blueprint, render_template, request
 
-from .api import check, generate_text, service_info
+from . import service
 from .errors import resolve
-from .schemas import GenerateRequest, GenerateResponse
+from .native.protocol import GenerateRequest, GenerateResponse
+from .native.routes import service_info
 from .state import get_settings
 
 bp = Blueprint("pages", __name__)
@@ -69,6 +70,13 @@ ERROR_HEADLINES = {
     "bad_response": "서버의 응답을 알아볼 수 없습니다.",
     "other": "요청을 처리하지 못했습니다.",
 }
+# The model's state (/info's `state`) in the footer.
+MODEL_STATES = {
+    "ready": "준비됨",
+    "loading": "준비하는 중",
+    "failed": "불러오지 못해 다시 시도하는 중",
+    "not_loaded": "첫 요청 때 불러옵니다",
+}
 FINISH_REASONS = {
     "length": "정한 길이에 도달",
     "eos": "글이 스스로 끝남",
@@ -94,7 +102,8 @@ def number_bounds(info: dict) -> dict[str, dict]:
         high = number["maximum"]
         if field.name == "max_new_tokens":
             high = min(high, info["limits"]["max_new_tokens"])
-        default = "" if schema.get("default") is None else schema["default"]
+        default = info["generation_defaults"].get(field.name, schema.get("default"))
+        default = "" if default is None else default
         bounds[field.name] = {"min": low, "max": high, "default": default}
     return bounds
 
@@ -141,9 +150,11 @@ def render_page(values: dict, *, result=None, error=None):
         examples=EXAMPLES,
         result=result,
         error=error,
+        licences=service.licences(),
         texts={
             "errors": ERROR_HEADLINES,
             "finish_reasons": FINISH_REASONS,
+            "model_states": MODEL_STATES,
             "time_note": TIME_NOTE.format(seconds=f"{info['limits']['time_budget_s']:g}"),
             "stream_notes": STREAM_NOTES,
         },
@@ -161,8 +172,9 @@ def submit():
     form = {}
     try:
         form = request.form.to_dict()
-        generate_request = GenerateRequest.model_validate(typed_form(form))
-        result = generate_text(check(generate_request.text, generate_request.params()))
+        generate_request = service.validate(GenerateRequest, typed_form(form))
+        prompt = service.check(generate_request.text, service.params(**generate_request.knobs()))
+        result = service.generate_one(prompt)
     except Exception as exc:  # shown on the page in the API's words, never as JSON
         error = resolve(exc)  # the same description the API gives
         headline = ERROR_HEADLINES.get(error.error_type, ERROR_HEADLINES["other"])

@@ -2,25 +2,14 @@
 
 from flask import current_app
 
-from ..config import Settings
+from ..config import Settings, make_generator
 from ..model import Generator
 
 EXTENSION = "kogpt2"
 
 
 def attach(app, settings: Settings) -> Generator:
-    generator = Generator(
-        settings.model,
-        engine=settings.engine,
-        compute_type=settings.compute_type,
-        weight_format=settings.weight_format,
-        threads=settings.threads,
-        max_new_tokens=settings.max_new_tokens,
-        load_retry_s=settings.load_retry_s,
-        cache_dir=settings.cache_dir,
-        model_name=settings.model_name,
-        revision=settings.revision,
-    )
+    generator = make_generator(settings)
     app.extensions[EXTENSION] = generator
     app.config["KOGPT2_SETTINGS"] = settings
     return generator

@@ -25,11 +25,10 @@ from typing import Protocol
 
 from flask import Response, current_app, g
 
-from ..model import GenerationResult, Prompt
+from ..model import GenerationResult, Prompt, TokenLogprob
 from .errors import APIError, describe
 from .limits import get_limit
-from .observe import write_access_line
-from .schemas import ErrorResponse, GenerateResponse, Token, TokenEvent
+from .observe import TokenClock, write_access_line
 from .state import get_generator
 
 log = logging.getLogger(__name__)
@@ -48,61 +47,50 @@ class Events(Protocol):
 
     def opening(self) -> Iterable[bytes]: ...
 
-    def token(self, token_id: int, text: str) -> Iterable[bytes]: ...
+    def token(self, token_id: int, text: str, chosen: TokenLogprob | None) -> Iterable[bytes]:
+        ...
 
-    def done(self, result: GenerationResult) -> Iterable[bytes]: ...
+    def done(self, results: list[GenerationResult]) -> Iterable[bytes]: ...
 
     def failed(self, error: APIError) -> Iterable[bytes]: ...
-
-
-class GenerateEvents:
-    """POST /generate's events: each token, then the non-streamed answer (or the error)."""
-
-    def __init__(self, request_id: str | None):
-        self.request_id = request_id
-
-    def opening(self):
-        return ()
-
-    def token(self, token_id, text):
-        yield event(TokenEvent(token=Token(id=token_id, text=text)).model_dump())
-
-    def done(self, result):
-        yield event(GenerateResponse.from_result(result).model_dump())
-
-    def failed(self, error):
-        yield event(ErrorResponse(error=error.message, error_type=error.error_type,
-                                  request_id=self.request_id).model_dump())
 
 
 class GenerationStream:
     """The body of a streamed answer. Owns the generation slot from `start` on: its thread
     releases it when the generation ends, however it ends; `close` cancels and waits for it."""
 
-    def __init__(self, prompt: Prompt, until: float, events: Events,
+    def __init__(self, prompts: list[Prompt], until: float, events: Events,
                  stop: Sequence[str] = ()):
-        self.prompt, self.until, self.events, self.stop = prompt, until, events, stop
+        self.prompts, self.until, self.events, self.stop = prompts, until, events, stop
         # The body is written after the request, and the generation runs on another thread.
         self.app, self.generator = current_app._get_current_object(), get_generator()
         self.request_id = g.get("request_id")
         self._items: queue.Queue = queue.Queue()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stuck_at = until + STUCK_AFTER_S
         self._first = None
         self._access_line: dict | None = None
         self._started = time.monotonic()
+        self.clock = TokenClock(g.get("request_started") or self._started)
         self._ended = threading.Lock()  # whoever takes it writes the log line, once
         self.tokens = 0
-        self.result: GenerationResult | None = None
+        self.results: list[GenerationResult] | None = None
         self.error: APIError | None = None
 
     def start(self) -> None:
         """Take a slot and make sure the model is loaded (429, 503: before the answer starts),
         then start generating; answer once the first token (or the end) is there."""
         with contextlib.ExitStack() as held:
+            asked = time.monotonic()
             held.enter_context(get_limit().slot(self.until))
+            g.queued_ms = round((time.monotonic() - asked) * 1000)
+            g.prompt_tokens = sum(len(prompt.ids) for prompt in self.prompts)
             self.generator.load()
             release = held.pop_all().close  # from here on, the thread releases the slot
+        # A generation stops within a token of its deadline; one that started after it (a slow
+        # load used the budget up) still gets its first step.
+        self._stuck_at = max(self.until, time.monotonic()) + STUCK_AFTER_S
         try:
             self._thread = threading.Thread(target=self._generate, args=(release,),
                                             name="kogpt2-stream", daemon=True)
@@ -120,16 +108,18 @@ class GenerationStream:
 
     def _generate(self, release) -> None:
         generator = self.generator
-        pieces = generator.text_stream(self.prompt)
+        pieces = generator.text_stream(self.prompts[0])
 
-        def on_token(token_id: int) -> None:
+        def on_token(token_id: int, chosen: TokenLogprob | None = None) -> None:
+            self.clock.hear(token_id)
             text = pieces.push(token_id)
             if text is not None:
-                self._items.put(("token", token_id, text))
+                self._items.put(("token", token_id, text, chosen))
 
         try:
-            item = ("done", generator.run(self.prompt, deadline=self.until, cancel=self._cancel,
-                                          on_token=on_token, stop=self.stop))
+            item = ("done", generator.run(self.prompts, deadline=self.until,
+                                          cancel=self._cancel, on_token=on_token,
+                                          stop=self.stop))
         except Exception as exc:  # told to the client as the last event
             item = ("error", exc)
         finally:
@@ -137,7 +127,7 @@ class GenerationStream:
         self._items.put(item)
 
     def _next(self):
-        wait = max(0.0, self.until + STUCK_AFTER_S - time.monotonic())
+        wait = max(0.0, self._stuck_at - time.monotonic())
         try:
             return self._items.get(timeout=wait)
         except queue.Empty:
@@ -145,17 +135,21 @@ class GenerationStream:
             return "error", TimeoutError("the generation did not stop at its deadline")
 
     def __iter__(self):
-        yield from self.events.opening()
-        item, self._first = self._first or self._next(), None
-        while item[0] == "token":
-            self.tokens += 1
-            yield from self.events.token(item[1], item[2])
-            item = self._next()
-        if item[0] == "done":
-            self.result = item[1]
-            yield from self.events.done(item[1])
-        else:
-            yield from self.events.failed(self._describe(item[1]))
+        try:
+            yield from self.events.opening()
+            item, self._first = self._first or self._next(), None
+            while item[0] == "token":
+                self.tokens += 1
+                yield from self.events.token(*item[1:])
+                item = self._next()
+            if item[0] == "done":
+                self.results = item[1]
+                yield from self.events.done(item[1])
+            else:
+                yield from self.events.failed(self._describe(item[1]))
+        except Exception as exc:  # writing an event failed (a bug): the last event says so
+            self._stop_generating()
+            yield from self.events.failed(self._describe(exc))
         self._end(cancelled=False)
 
     def _describe(self, exc: Exception) -> APIError:
@@ -173,10 +167,14 @@ class GenerationStream:
 
     def close(self) -> None:
         """The server is done with the body: at its end, or because the client went away."""
+        self._stop_generating()
+        self._end(cancelled=True)
+
+    def _stop_generating(self) -> None:
+        """Cancel the generation and wait for it to stop (it frees its slot then)."""
         self._cancel.set()
         if self._thread is not None:
-            self._thread.join(timeout=max(0.0, self.until + STUCK_AFTER_S - time.monotonic()))
-        self._end(cancelled=True)
+            self._thread.join(timeout=max(0.0, self._stuck_at - time.monotonic()))
 
     def _end(self, *, cancelled: bool) -> None:
         if not self._ended.acquire(blocking=False):
@@ -186,29 +184,32 @@ class GenerationStream:
                 while True:
                     item = self._items.get_nowait()
                     if item[0] == "done":
-                        self.result = item[1]
+                        self.results = item[1]
                     elif item[0] == "error":
                         self._describe(item[1])
         line = self._access_line
         if line is None:  # not served through the app (nothing to log)
             return
         line["time_ms"] = round((time.monotonic() - self._started) * 1000)
-        line["tokens"] = self.result.generated_tokens if self.result else self.tokens
+        line.update(self.clock.figures())
+        results = self.results
+        line["tokens"] = sum(r.generated_tokens for r in results) if results else self.tokens
         line["tokens_sent"] = self.tokens
-        if self.result is not None:
-            line["finish_reason"] = self.result.finish_reason
+        if results:
+            line["finish_reason"] = results[0].finish_reason
+            line["queued_ms"] = (line.get("queued_ms") or 0) + max(r.queued_ms for r in results)
         if cancelled:
             line["cancelled"] = True
         if self.error is not None:
             line["error_type"] = self.error.error_type
             if self.error.detail:
                 line["error_detail"] = self.error.detail
-        write_access_line(line)
+        write_access_line(line, self.app)
 
 
-def stream_response(prompt: Prompt, until: float, events: Events,
+def stream_response(prompts: list[Prompt], until: float, events: Events,
                     stop: Sequence[str] = ()) -> Response:
-    stream = GenerationStream(prompt, until, events, stop)
+    stream = GenerationStream(prompts, until, events, stop)
     stream.start()
     response = Response(stream, mimetype="text/event-stream")
     # Proxies and browsers must pass each event on as it comes (X-Accel-Buffering: nginx).

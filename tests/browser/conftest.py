@@ -16,7 +16,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}
 
 
@@ -65,8 +66,11 @@ def staged_server(live_server):
 
 @pytest.fixture(scope="session")
 def hurried_server(live_server):
-    """The app with a time budget too short for a long generation."""
-    with live_server(time_budget_s=0.05) as base:
+    """The app with a time budget too short for a long generation: each token takes 10 ms
+    more (slow_tokens/sitecustomize.py), so 250 take 2.5 s on any machine."""
+    env = {"PYTHONPATH": f"{Path(__file__).parent / 'slow_tokens'}:{ROOT}",
+           "SLOW_TOKEN_S": "0.01"}
+    with live_server(time_budget_s=0.05, env=env) as base:
         yield base
 
 

@@ -183,3 +183,19 @@ def test_page_works_under_a_stage_prefix(page, staged_server, browser_errors):
         assert request.url.startswith(f"{staged_server}/"), request.url
         assert request.response().status < 400, request.url
     assert browser_errors == []
+
+
+def test_the_footer_says_whose_model_it_is_and_on_what_terms(page, server, screenshots):
+    page.goto(f"{server}/")
+    licence = page.locator("footer .licence")
+    expect(licence).to_be_visible()
+    expect(licence).to_have_text(  # whitespace as the browser shows it
+        "KoGPT2 (skt/kogpt2-base-v2) © SK Telecom · CC BY-NC-SA 4.0 · "
+        "비영리 목적으로만 쓸 수 있습니다")
+    owner, terms = licence.locator("a").all()
+    assert owner.get_attribute("href") == "https://huggingface.co/skt/kogpt2-base-v2"
+    assert terms.get_attribute("href") == "https://creativecommons.org/licenses/by-nc-sa/4.0/"
+    assert terms.get_attribute("rel") == "license"
+    page.set_viewport_size(PHONE)
+    licence.scroll_into_view_if_needed()
+    page.screenshot(path=screenshots / "phone-licence.png")

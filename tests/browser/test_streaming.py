@@ -153,7 +153,7 @@ def preparing_server(live_server, tiny_model_dir, tmp_path):
         "SLOW_PREPARE_S": "8",
     }
     with live_server(env=env, model=str(model), engine="auto", cache_dir=str(tmp_path / "cache"),
-                     max_new_tokens=64) as base:
+                     max_new_tokens=64, wait_for_model=False) as base:
         yield base
 
 
@@ -178,7 +178,8 @@ def test_a_model_being_prepared_shows_progress_then_generates_by_itself(
     generate(page)
     loading = page.locator("#loading")
     expect(loading).to_be_visible()
-    expect(page.locator("#loading-stage")).to_contain_text(f"converting to {DEFAULT.name}")
+    # The step in Korean (/info's progress.step), not the API's English stage.
+    expect(page.locator("#loading-stage")).to_have_text("빠른 엔진에 맞게 모델을 변환하는 중")
     expect(page.locator("#progress")).to_be_hidden()  # nothing is being written yet
     page.wait_for_function("() => document.getElementById('loading-bar').value >= 20")
     page.screenshot(path=screenshots / "desktop-model-loading.png")
@@ -189,8 +190,10 @@ def test_a_model_being_prepared_shows_progress_then_generates_by_itself(
     expect(page.locator("#error")).to_be_hidden()
     assert page.locator("#result-title").text_content() == TITLE
     assert statuses[0] == 503 and statuses[-1] == 200, statuses
-    percents = [percent for _, percent in page.evaluate("window.loadingSeen")]
+    seen = page.evaluate("window.loadingSeen")
+    percents = [percent for _, percent in seen]
     assert len(set(percents)) >= 2 and max(percents) > 0, percents  # the bar moved
+    assert not [stage for stage, _ in seen if "converting" in stage], seen
     info = page.request.get(f"{preparing_server}/info").json()
     assert (info["state"], info["engine"]) == ("ready", DEFAULT.name)
     # The browser logs each 503 itself; nothing else went wrong.

@@ -4,7 +4,7 @@ import shutil
 import threading
 
 import pytest
-from answers import assert_error
+from answers import STAND_IN, assert_error
 
 TITLE = "근육이 커지기 위해서는"
 HANGUL = re.compile("[가-힣]")
@@ -125,7 +125,7 @@ def test_health_does_not_load_the_model_and_says_its_state(app, client):
     response = client.get("/health")
     assert response.status_code == 200
     assert response.get_json() == {
-        "status": "starting", "model_state": "not_loaded", "model_loaded": False,
+        "status": "ok", "model_state": "not_loaded", "model_loaded": False,
     }
     assert app.extensions["kogpt2"].load_count == 0
     client.post("/generate", json={"text": TITLE, "max_new_tokens": 1})
@@ -134,20 +134,41 @@ def test_health_does_not_load_the_model_and_says_its_state(app, client):
     }
 
 
+def test_ready_is_503_until_the_model_is_loaded(app, client):
+    response = client.get("/ready")
+    assert response.status_code == 503 and int(response.headers["Retry-After"]) >= 1
+    assert response.get_json() == {"ready": False, "model_state": "not_loaded", "progress": None}
+    assert app.extensions["kogpt2"].load_count == 0  # a probe never loads
+    client.post("/generate", json={"text": TITLE, "max_new_tokens": 1})
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.get_json() == {"ready": True, "model_state": "ready", "progress": None}
+
+
 def test_info_tells_model_engine_and_limits(client):
     before = client.get("/info").get_json()
     assert before["loaded"] is False
     client.post("/generate", json={"text": TITLE, "max_new_tokens": 2})
     info = client.get("/info").get_json()
     assert info["loaded"] is True and info["engine"] == "transformers"
-    assert (info["model"], info["state"], info["progress"]) == (
-        "skt/kogpt2-base-v2", "ready", None
-    )
+    assert (info["model"], info["state"], info["progress"]) == (STAND_IN, "ready", None)
     assert info["limits"] == {
         "max_prompt_chars": 1000, "max_new_tokens": 256, "max_positions": 1024,
-        "time_budget_s": 20.0, "max_body_bytes": 65536,
+        "time_budget_s": 20.0, "max_body_bytes": 65536, "max_batch_prompts": 20,
     }
-    assert info["parameters"]["top_p"]["maximum"] == 1.0
+    top_p = info["parameters"]["top_p"]["anyOf"][0]  # or null: the server's default
+    assert top_p["maximum"] == 1.0 and info["generation_defaults"]["top_p"] == 1.0
+
+
+def test_a_local_directory_is_named_by_its_folder_everywhere(make_app, tiny_model_dir,
+                                                             tmp_path):
+    model = shutil.copytree(tiny_model_dir, tmp_path / "my-finetuned-kogpt2")
+    client = make_app(model=str(model)).test_client()
+    answer = client.post("/generate", json={"text": TITLE, "max_new_tokens": 1}).get_json()
+    names = [client.get("/info").get_json()["model"], answer["details"]["model"],
+             client.get("/v1/models").get_json()["data"][0]["id"]]
+    assert names == ["my-finetuned-kogpt2"] * 3
+    assert str(tmp_path) not in json.dumps(names)
 
 
 def test_sixteen_concurrent_first_requests_load_the_model_once(make_app):
@@ -178,7 +199,10 @@ def test_model_load_failure_is_503_then_recovers(make_app, tiny_model_dir, tmp_p
     message = assert_error(response, 503, "model_unavailable")
     assert str(tmp_path) not in response.get_data(as_text=True)
     assert int(response.headers["Retry-After"]) >= 1
-    assert client.get("/health").status_code == 503
+    ready = client.get("/ready")  # not ready; alive all the same
+    assert (ready.status_code, ready.get_json()["model_state"]) == (503, "failed")
+    assert int(ready.headers["Retry-After"]) >= 1
+    assert client.get("/health").status_code == 200
     assert client.get("/info").get_json()["state"] == "failed"
     # The operator finds why in the log line of that request id.
     line = json.loads(access_lines[0])
@@ -195,6 +219,7 @@ def test_unreachable_hub_is_503_loading_then_unavailable(make_app, monkeypatch, 
     client = app.test_client()
     first = client.post("/generate", json={"text": TITLE})  # starts the download
     assert "being prepared" in assert_error(first, 503, "model_loading")
+    assert first.get_json()["progress"]["step"] == "downloading"
     assert int(first.headers["Retry-After"]) >= 1
     with pytest.raises(Exception, match="can't be reached"):
         app.extensions["kogpt2"].load(wait=True)
@@ -203,7 +228,7 @@ def test_unreachable_hub_is_503_loading_then_unavailable(make_app, monkeypatch, 
     assert "127.0.0.1" not in later.get_data(as_text=True)
 
 
-def test_deadline_stops_a_long_generation(make_app):
+def test_deadline_stops_a_long_generation(make_app, slow_tokens):
     client = make_app(time_budget_s=0.05).test_client()
     client.get("/health")
     client.post("/generate", json={"text": TITLE, "max_new_tokens": 1})  # load first

@@ -14,13 +14,17 @@ def test_environment_then_mapping(monkeypatch):
 
 
 def test_defaults(monkeypatch):
-    for name in ("MODEL", "ENGINE", "CORS_ORIGINS", "MAX_NEW_TOKENS", "TIME_BUDGET_S"):
+    for name in ("MODEL", "ENGINE", "CORS_ORIGINS", "MAX_NEW_TOKENS", "TIME_BUDGET_S",
+                 "THREADS", "WORKERS", "LOAD_ON_START", "MODEL_LICENCE"):
         monkeypatch.delenv(f"KOGPT2_{name}", raising=False)
     settings = Settings()
     assert settings.model == "skt/kogpt2-base-v2"
     assert settings.cors_origins == ["*"] and settings.cors_credentials is False
     assert settings.max_new_tokens == 256 and settings.time_budget_s == 20
-    assert settings.threads >= 1
+    # Threads: chosen from the CPUs when the generator is made (kogpt2/model/cpus.py).
+    assert (settings.threads, settings.workers) == (None, 1)
+    assert (settings.load_retry_s, settings.load_retry_max_s) == (5, 300)
+    assert settings.load_on_start is True and settings.model_licence is None
 
 
 def test_wildcard_origin_with_credentials_is_refused():

@@ -41,7 +41,7 @@ def test_a_broken_model_is_a_clear_503_until_fixed_without_restart(
         response = client.post("/generate", json={"text": TITLE, "max_new_tokens": 2})
         assert_error(response, 503, "model_unavailable")
         assert int(response.headers["Retry-After"]) >= 1
-        health = client.get("/health")
+        health = client.get("/ready")
         assert (health.status_code, health.get_json()["model_state"]) == (503, "failed")
         # No part of the path reaches a caller: not the answer, /info or the page.
         for answer in (response, client.get("/info"), client.get("/"), health):

@@ -3,9 +3,9 @@
 import json
 
 import pytest
-from answers import assert_error, assert_openai_error
+from answers import STAND_IN, assert_error, assert_openai_error
 
-MODEL = "skt/kogpt2-base-v2"
+MODEL = STAND_IN  # the stand-in's folder
 TITLE = "근육이 커지기 위해서는"
 
 
@@ -37,10 +37,16 @@ def test_a_completion_has_openais_shape_and_the_apis_headers(client):
         ({"prompt": ""}, "prompt", "prompt is empty"),
         ({"prompt": "  \n"}, "prompt", "prompt is empty"),
         ({"prompt": "가" * 1001}, "prompt", "1000"),
-        ({"prompt": [TITLE, TITLE]}, "prompt", "one prompt"),
-        ({"prompt": [464, 3290]}, "prompt", "token ids"),
+        ({"prompt": []}, "prompt", "empty list"),
+        ({"prompt": [[]]}, "prompt", "empty token-id list"),
+        ({"prompt": [TITLE, 464]}, "prompt", "a list of token ids"),
+        ({"prompt": [[464], [True]]}, "prompt", "only integers"),
+        ({"prompt": [51200]}, "prompt", "vocabulary"),
+        ({"prompt": [[5], [-1]]}, "prompt", "0 or greater"),
+        ({"prompt": [TITLE] * 21}, "prompt", "at most 20"),
         ({"prompt": "제목\ud800"}, "prompt", "surrogate"),
-        ({"max_tokens": 0}, "max_tokens", "greater than or equal to 1"),
+        ({"max_tokens": 0}, "max_tokens", "only with echo"),
+        ({"max_tokens": -1}, "max_tokens", "greater than or equal to 0"),
         ({"max_tokens": 257}, "max_tokens", "max_tokens is 257; this server allows at most 256"),
         ({"max_tokens": "5"}, "max_tokens", "integer"),
         ({"temperature": 2.5}, "temperature", "2"),
@@ -48,16 +54,20 @@ def test_a_completion_has_openais_shape_and_the_apis_headers(client):
         ({"n": 5}, "n", "4"),
         ({"best_of": 3}, "best_of", "equal to n"),
         ({"seed": -1}, "seed", "0"),
-        ({"top_k": -1}, "top_k", "0"),
+        ({"top_k": -2}, "top_k", "-1"),
         ({"repetition_penalty": 0.5}, "repetition_penalty", "1"),
         ({"stop": ["", "끝"]}, "stop", "empty"),
         ({"stop": ["가", "나", "다", "라", "마"]}, "stop", "at most 4"),
         ({"stop": [1]}, "stop", "string"),
-        ({"logprobs": 0}, "logprobs", "not supported"),
+        ({"logprobs": 6}, "logprobs", "less than or equal to 5"),
         ({"suffix": "끝"}, "suffix", "not supported"),
-        ({"logit_bias": {"50256": -100}}, "logit_bias", "not supported"),
-        ({"presence_penalty": 0.5}, "presence_penalty", "repetition_penalty"),
-        ({"frequency_penalty": -1}, "frequency_penalty", "repetition_penalty"),
+        ({"logit_bias": {"근육": 1}}, "logit_bias", "not a token id"),
+        ({"logit_bias": {"51200": 1}}, "logit_bias", "vocabulary"),
+        ({"logit_bias": {"5": 101}}, "logit_bias", "100"),
+        ({"stop_token_ids": [51200]}, "stop_token_ids", "vocabulary"),
+        ({"presence_penalty": 2.5}, "presence_penalty", "2"),
+        ({"frequency_penalty": -3}, "frequency_penalty", "-2"),
+        ({"min_tokens": 17}, "min_tokens", "over max_tokens (16)"),
         ({"stream_options": {"include_usage": True}}, "stream_options", "stream"),
         ({"functions": []}, "functions", "not permitted"),
     ],
@@ -129,7 +139,7 @@ def test_the_native_api_keeps_its_own_error_shape(client):
 
 def test_a_missing_model_is_503_with_retry_after_and_no_path(make_app, tmp_path, access_lines):
     client = make_app(model=str(tmp_path / "no-model")).test_client()
-    response = complete(client)
+    response = complete(client, model="no-model")  # a directory is named by its folder
     assert "Try again" in assert_openai_error(response, 503, "model_unavailable")
     assert int(response.headers["Retry-After"]) >= 1
     assert str(tmp_path) not in response.get_data(as_text=True)
@@ -145,7 +155,7 @@ def test_a_bug_is_500_without_details(app, client, monkeypatch):
     assert "secret" not in assert_openai_error(response, 500, "internal_error")
 
 
-def test_the_time_budget_ends_a_completion_with_length(make_app):
+def test_the_time_budget_ends_a_completion_with_length(make_app, slow_tokens):
     client = make_app(time_budget_s=0.05).test_client()
     complete(client, max_tokens=1)  # load first
     body = complete(client, max_tokens=250, temperature=0).get_json()
@@ -193,9 +203,11 @@ def test_one_log_line_per_request_with_the_prompt_only_when_asked(make_app, acce
     assert json.loads(access_lines[-1])["prompt"] == TITLE
 
 
-def test_models_name_the_public_id(client):
+def test_models_name_the_public_id(client, make_app):
     listed = client.get("/v1/models").get_json()
     assert listed["object"] == "list"
     assert [model["id"] for model in listed["data"]] == [MODEL]
     assert client.get(f"/v1/models/{MODEL}").get_json() == listed["data"][0]
-    assert client.get("/v1/models/skt%2Fkogpt2-base-v2").get_json() == listed["data"][0]
+    named = make_app(model_name="someone/kogpt2-fork").test_client()
+    listed = named.get("/v1/models").get_json()
+    assert named.get("/v1/models/someone%2Fkogpt2-fork").get_json() == listed["data"][0]

@@ -2,9 +2,9 @@
 
 import json
 
-from answers import assert_openai_error
+from answers import STAND_IN, assert_openai_error
 
-MODEL = "skt/kogpt2-base-v2"
+MODEL = STAND_IN  # the stand-in's folder
 TITLE = "근육이 커지기 위해서는"
 STREAM = {"model": MODEL, "prompt": TITLE, "stream": True}
 
@@ -34,7 +34,7 @@ def test_refusals_come_before_the_stream_with_their_status(make_app, tmp_path, m
     response = client.post("/v1/completions", json={**STREAM, "max_tokens": 300})
     assert_openai_error(response, 400, "validation_error", "max_tokens")
     missing = make_app(model=str(tmp_path / "no-model")).test_client()
-    response = missing.post("/v1/completions", json=STREAM)
+    response = missing.post("/v1/completions", json={**STREAM, "model": "no-model"})
     assert_openai_error(response, 503, "model_unavailable")
     assert str(tmp_path) not in response.get_data(as_text=True)
 
@@ -63,7 +63,7 @@ def test_closing_the_stream_cancels_the_generation_and_frees_the_slot(make_app, 
     assert response.status_code == 200
     assert next(iter(response.response))  # the first chunk
     response.close()  # as the server does when the client goes away
-    (result,) = results  # close() waited for the generation to stop
+    ((result,),) = results  # close() waited for the generation to stop
     assert result.sequences[0].finish_reason == "cancelled"
     assert result.generated_tokens < 1000
     assert limit.running == 0
@@ -72,9 +72,9 @@ def test_closing_the_stream_cancels_the_generation_and_frees_the_slot(make_app, 
 def test_a_failure_after_the_first_text_is_the_last_event(app, client, monkeypatch):
     generator = app.extensions["kogpt2"]
 
-    def fail_half_way(prompt, *, on_token, **kwargs):
-        for token in prompt.ids:  # some text goes out first
-            on_token(token)
+    def fail_half_way(prompts, *, on_token, **kwargs):
+        for token in prompts[0].ids:  # some text goes out first
+            on_token(token, None)
         raise RuntimeError("secret internals /srv/app.py line 12")
 
     monkeypatch.setattr(generator, "run", fail_half_way)

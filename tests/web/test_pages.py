@@ -64,17 +64,25 @@ def test_form_page_is_korean_and_uses_only_its_own_files(client):
     assert len([e for e in page.tags if "example" in e["attrs"].get("class", "").split()]) >= 3
 
 
+def number(info: dict, name: str) -> dict:
+    """A parameter's numeric schema in /info (an optional one is `anyOf` it and null)."""
+    schema = info["parameters"][name]
+    return next(s for s in schema.get("anyOf", [schema]) if s.get("type") != "null")
+
+
 def test_advanced_bounds_are_the_ones_info_reports(make_app):
     client = make_app(max_new_tokens=64).test_client()
     info = client.get("/info").get_json()
     page = page_of(client.get("/"))
     inputs = {e["attrs"]["name"]: e["attrs"] for e in page.tags if e["tag"] == "input"}
     assert inputs["max_new_tokens"]["max"] == "64" == str(info["limits"]["max_new_tokens"])
-    assert inputs["repetition_penalty"]["min"] == str(info["parameters"]["repetition_penalty"]
+    assert inputs["repetition_penalty"]["min"] == str(number(info, "repetition_penalty")
                                                       ["minimum"])
-    assert inputs["temperature"]["max"] == str(info["parameters"]["temperature"]["maximum"])
-    assert float(inputs["top_p"]["min"]) > info["parameters"]["top_p"]["exclusiveMinimum"]
-    assert inputs["seed"]["max"] == str(info["parameters"]["seed"]["anyOf"][0]["maximum"])
+    assert inputs["repetition_penalty"]["value"] == str(
+        info["generation_defaults"]["repetition_penalty"])
+    assert inputs["temperature"]["max"] == str(number(info, "temperature")["maximum"])
+    assert float(inputs["top_p"]["min"]) > number(info, "top_p")["exclusiveMinimum"]
+    assert inputs["seed"]["max"] == str(number(info, "seed")["maximum"])
     assert inputs["text"]["maxlength"] == str(info["limits"]["max_prompt_chars"])
     assert inputs["do_sample"]["type"] == "checkbox"
 
@@ -132,7 +140,7 @@ def test_page_and_api_word_the_same_error_alike(client):
     assert page.text("error-message") == api_error["error"]
 
 
-def test_time_budget_cut_is_noted_on_the_page(make_app):
+def test_time_budget_cut_is_noted_on_the_page(make_app, slow_tokens):
     client = make_app(time_budget_s=0.05).test_client()
     client.post("/generate", json={"text": TITLE, "max_new_tokens": 1})  # load first
     page = page_of(client.post("/", data={**FORM, "max_new_tokens": "250",
@@ -177,9 +185,14 @@ def test_every_url_follows_the_stage_prefix(client):
     page = page_of(response)
     urls = [value for e in page.tags for name, value in e["attrs"].items()
             if name in ("href", "src", "action", "data-generate-url", "data-info-url")]
-    assert len(urls) >= 8
-    for url in urls:
+    own = [url for url in urls if not url.startswith("https://")]
+    assert len(own) >= 8
+    for url in own:
         assert url.startswith("/dev/"), url
+    # Only the licence's links leave the site (and the page loads nothing from them).
+    assert sorted(set(urls) - set(own)) == [
+        "https://creativecommons.org/licenses/by-nc-sa/4.0/",
+        "https://huggingface.co/skt/kogpt2-base-v2"]
 
 
 def test_oversized_form_post_is_a_413_page(make_app):
@@ -199,3 +212,25 @@ def test_an_unexpected_error_is_a_500_page_without_details(app, client, monkeypa
     assert response.status_code == 500 and response.mimetype == "text/html"
     assert "secret" not in response.get_data(as_text=True)
     assert page_of(response).text("error-headline") == "서버에 문제가 생겼습니다."
+
+
+def test_the_footer_states_kogpt2s_licence(client):
+    page = page_of(client.get("/"))
+    [licence] = [t for t in page.tags if t["attrs"].get("class") == "licence"]
+    assert " ".join(licence["text"].split()) == (
+        "KoGPT2 (skt/kogpt2-base-v2) © SK Telecom · CC BY-NC-SA 4.0 · "
+        "비영리 목적으로만 쓸 수 있습니다")
+
+
+def test_weights_under_another_licence_still_name_kogpt2s_for_the_tokenizer(make_app):
+    weights = {"work": "Someone's KoGPT2-shaped model", "owner": "Someone",
+               "name": "Apache-2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0",
+               "source_url": "https://example.org/model", "non_commercial": False}
+    page = page_of(make_app(model_licence=weights).test_client().get("/"))
+    lines = [" ".join(t["text"].split()) for t in page.tags
+             if t["attrs"].get("class") == "licence"]
+    assert lines == [
+        "Someone's KoGPT2-shaped model © Someone · Apache-2.0",
+        "KoGPT2's tokenizer (skt/kogpt2-base-v2) © SK Telecom · CC BY-NC-SA 4.0 · "
+        "비영리 목적으로만 쓸 수 있습니다",
+    ]

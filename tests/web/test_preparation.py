@@ -18,8 +18,11 @@ def entries(cache):
 
 
 def serve(model_dir, cache, log):
-    # The default settings but for where the cache is: no KOGPT2_ENGINE.
-    return LocalServer({"KOGPT2_MODEL": str(model_dir), "KOGPT2_CACHE_DIR": str(cache)}, log=log)
+    # The default settings but for where the cache is (no KOGPT2_ENGINE), and the model loaded
+    # by the first request rather than as the worker starts (tests/web/test_recovery.py has
+    # that): what a request meets while the model is prepared.
+    return LocalServer({"KOGPT2_MODEL": str(model_dir), "KOGPT2_CACHE_DIR": str(cache),
+                        "KOGPT2_LOAD_ON_START": "false"}, log=log)
 
 
 def generate_until_ready(base: str, limit_s: float = 240) -> list[tuple[int, dict, dict]]:

@@ -40,7 +40,32 @@ def test_the_slot_is_free_after_a_stream(app, client):
     assert client.get("/info").get_json()["concurrency"]["running"] == 0
 
 
-def test_a_stream_stops_at_the_time_budget_and_frees_its_slot(make_app):
+def test_a_load_that_used_up_the_budget_still_gets_its_first_step(make_app, monkeypatch):
+    """The stuck-generation guard counts from the generation's start, not from the request's
+    deadline, which a slow load (a cold start under load) may have used up already."""
+    from kogpt2.web import stream as web_stream
+
+    app = make_app(time_budget_s=0.05)
+    generator = app.extensions["kogpt2"]
+    generator.load()
+    real_load = generator.load
+
+    slowed = []
+
+    def slow_load(*args, **kwargs):  # once: past the deadline and the guard's wait from it
+        if not slowed:
+            slowed.append(threading.Event().wait(0.3))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(generator, "load", slow_load)
+    monkeypatch.setattr(web_stream, "STUCK_AFTER_S", 0.2)
+    response = stream(app.test_client(), max_new_tokens=50)
+    tokens, last = split_stream(parse_events(response.get_data(as_text=True)))
+    assert last["details"]["finish_reason"] == "time"  # cut by the budget, not an error
+    assert len(tokens) == last["details"]["generated_tokens"] >= 1
+
+
+def test_a_stream_stops_at_the_time_budget_and_frees_its_slot(make_app, slow_tokens):
     client = make_app(time_budget_s=0.05).test_client()
     client.post("/generate", json={"text": TITLE, "max_new_tokens": 1})  # load first
     response = stream(client, max_new_tokens=250, repetition_penalty=1.0)
@@ -76,7 +101,7 @@ def test_a_busy_server_refuses_a_stream_with_429_before_it_starts(make_app):
 
 def test_a_model_being_prepared_is_a_503_before_the_stream_starts(app, client, monkeypatch):
     def preparing(**_):
-        raise ModelLoading(Progress("converting to CTranslate2 int8", 40))
+        raise ModelLoading(Progress("converting to CTranslate2 int8", 40, "converting"))
 
     monkeypatch.setattr(app.extensions["kogpt2"], "load", preparing)
     response = stream(client)
@@ -92,9 +117,9 @@ def fail_at_step(app, monkeypatch, step: int):
     generator.load()
     engine = generator.engine
 
-    def generate(prompt_ids, *, watch, **_):
+    def generate(requests):
         for token_id in range(500, 500 + step - 1):
-            watch.step(token_id)
+            requests[0].watch.step(token_id)
         raise RuntimeError("CPU fault in /srv/kogpt2/secret.py")
 
     monkeypatch.setattr(engine, "generate", generate)
@@ -126,6 +151,31 @@ def test_a_failure_after_the_first_token_is_the_last_event(app, client, monkeypa
     assert line["error_type"] == "internal_error" and "cancelled" not in line
 
 
+def test_an_event_that_fails_to_be_written_ends_the_stream_with_an_error_event(
+        client, monkeypatch, access_lines):
+    from kogpt2.web.native.events import GenerateEvents
+
+    real_token = GenerateEvents.token
+
+    def token(self, token_id, text, chosen):
+        if self.sent == 2:
+            raise RuntimeError("a bug in /srv/kogpt2/events.py")
+        self.sent += 1
+        yield from real_token(self, token_id, text, chosen)
+
+    monkeypatch.setattr(GenerateEvents, "sent", 0, raising=False)
+    monkeypatch.setattr(GenerateEvents, "token", token)
+    response = stream(client, max_new_tokens=8, headers={"X-Request-ID": "buggy"})
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
+    tokens, last = split_stream(parse_events(text))
+    assert len(tokens) == 2 and last["error_type"] == "internal_error"
+    assert "srv" not in text and "Traceback" not in text
+    assert client.get("/info").get_json()["concurrency"]["running"] == 0
+    (line,) = (json.loads(text) for text in access_lines if '"buggy"' in text)
+    assert line["error_type"] == "internal_error"
+
+
 def test_one_log_line_per_stream_written_at_its_end(client, access_lines):
     response = stream(client, max_new_tokens=6)
     assert access_lines == []  # the body has not been read yet
@@ -148,9 +198,9 @@ def test_a_stream_closed_early_is_cancelled_and_frees_its_slot(app, access_lines
     def run(prompt, **kwargs):
         on_token = kwargs.pop("on_token")
 
-        def slowed(token_id):  # a token every 20 ms, until the reader has gone
+        def slowed(token_id, chosen):  # a token every 20 ms, until the reader has gone
             heard.append(token_id)
-            on_token(token_id)
+            on_token(token_id, chosen)
             reader_done.wait(0.02)
 
         return real_run(prompt, on_token=slowed, **kwargs)

@@ -1,41 +1,46 @@
 """The HTTP API's request and response bodies: one set of models validates and documents."""
 
-import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..model import MAX_PROMPT_CHARS, GenerationParams, GenerationResult
-from ..model.seam import FinishReason
+from ...model import GenerationResult
+from ...model.params import MAX_RETURN_SEQUENCES
+from ...model.seam import FinishReason
+from ..errors import ErrorResponse, InfoProgress
+from ..fields import LicenceStatement, PromptText, bounds
 
-
-def _readable(text: str) -> str:
-    categories = [unicodedata.category(char) for char in text]
-    if "Cs" in categories:
-        raise ValueError("text contains invalid Unicode (a lone surrogate)")
-    if any(cat == "Cc" and char not in "\n\t" for cat, char in zip(categories, text, strict=True)):
-        raise ValueError("text contains control characters")
-    if not any(cat[0] in "LNPS" for cat in categories):
-        raise ValueError("text has no visible characters")
-    return text
+Title = Annotated[PromptText, Field(description="The title (제목) to continue.")]
+SERVER_DEFAULT = "Default: the server's generation settings (GET /info, generation_defaults)."
 
 
-Title = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=MAX_PROMPT_CHARS,
-        description="The title (제목) to continue.",
-        examples=["근육이 커지기 위해서는"],
-    ),
-    AfterValidator(_readable),
-]
+class GenerateRequest(BaseModel):
+    """POST /generate. Knobs left out take the server's generation settings (the original
+    handler's: greedy, repetition penalty 2.0, 90 tokens in all)."""
 
-
-class GenerateRequest(GenerationParams):
     model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
 
     text: Title
+    max_new_tokens: Annotated[int, *bounds("max_new_tokens")] | None = Field(
+        None, description="New tokens to generate. Default: enough to make 90 tokens with the "
+        "prompt.",
+    )
+    repetition_penalty: Annotated[float, *bounds("repetition_penalty")] | None = Field(
+        None, description=SERVER_DEFAULT)
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    temperature: Annotated[float, *bounds("temperature")] | None = Field(
+        None, description=SERVER_DEFAULT)
+    top_k: Annotated[int, *bounds("top_k")] | None = Field(
+        None, description="0 disables top-k filtering. " + SERVER_DEFAULT)
+    top_p: Annotated[float, *bounds("top_p")] | None = Field(None, description=SERVER_DEFAULT)
+    seed: Annotated[int, *bounds("seed")] | None = Field(
+        None, description="Makes sampling reproducible. Without it a random seed is drawn and "
+        "reported.",
+    )
+    num_return_sequences: int = Field(
+        1, ge=1, le=MAX_RETURN_SEQUENCES,
+        description="Sequences to return; more than 1 needs do_sample.",
+    )
     stream: bool = Field(
         False,
         description="Answer text/event-stream: one event per new token, then the answer "
@@ -48,8 +53,16 @@ class GenerateRequest(GenerationParams):
             raise ValueError("stream=true streams one sequence; num_return_sequences must be 1")
         return self
 
-    def params(self) -> GenerationParams:
-        return GenerationParams(**self.model_dump(exclude={"text", "stream"}))
+    @classmethod
+    def parameters_schema(cls) -> dict:
+        """Each generation parameter's JSON Schema (bounds, meaning), for GET /info."""
+        properties = cls.model_json_schema()["properties"]
+        return {name: schema for name, schema in properties.items()
+                if name not in ("text", "stream")}
+
+    def knobs(self) -> dict:
+        """The generation's knobs as set by the caller (None: the server's default)."""
+        return self.model_dump(exclude={"text", "stream"})
 
 
 class LegacyContext(BaseModel):
@@ -116,17 +129,6 @@ class LegacyResponse(BaseModel):
         return cls(answer=LegacyAnswer(gen_text=[s.text for s in result.sequences]))
 
 
-class ErrorResponse(BaseModel):
-    """Every error of the native API: the body of a 4xx/5xx answer, and a stream's last event
-    when the generation failed after its first token."""
-
-    error: str = Field(description="What went wrong and what the caller can do.")
-    error_type: str
-    request_id: str | None = Field(
-        description="This request's id (X-Request-ID): the server's log line for it says more."
-    )
-
-
 class Token(BaseModel):
     id: int = Field(description="The token's id in the model's vocabulary.")
     text: str = Field(
@@ -145,11 +147,10 @@ ModelState = Literal["not_loaded", "loading", "ready", "failed"]
 
 
 class HealthResponse(BaseModel):
-    status: Literal["ok", "starting", "failed"] = Field(
-        description="ok: the model is loaded; starting: not yet (it loads on the first request "
-        "or warm-up); failed: its last load failed (answered with 503)."
-    )
-    model_state: ModelState
+    """GET /health, liveness: the process answers (always 200), whatever the model's state."""
+
+    status: Literal["ok"] = Field(description="The process serves requests.")
+    model_state: ModelState = Field(description="For people; GET /ready is the readiness check.")
     model_loaded: bool = Field(description="Whether this process has loaded the model yet.")
 
 
@@ -159,6 +160,7 @@ class InfoLimits(BaseModel):
     max_positions: int | None
     time_budget_s: float
     max_body_bytes: int
+    max_batch_prompts: int = Field(description="Prompts in one /v1/completions request.")
 
 
 class InfoConcurrency(BaseModel):
@@ -169,9 +171,14 @@ class InfoConcurrency(BaseModel):
     waiting: int
 
 
-class InfoProgress(BaseModel):
-    stage: str = Field(description="What the model's preparation is doing, in words.")
-    percent: int = Field(ge=0, le=100)
+
+
+class ReadyResponse(BaseModel):
+    """GET /ready, readiness: 200 once the model is loaded, else 503 with Retry-After."""
+
+    ready: bool
+    model_state: ModelState
+    progress: InfoProgress | None = Field(description="While the model is being prepared.")
 
 
 class InfoResponse(BaseModel):
@@ -188,4 +195,14 @@ class InfoResponse(BaseModel):
     load_count: int = Field(description="Model loads in this process: 1 once loaded.")
     limits: InfoLimits
     concurrency: InfoConcurrency
+    generation_defaults: dict[str, int | float] = Field(
+        description="What a request leaves out takes: the server's generation settings "
+        "(KOGPT2_GENERATION_CONFIG over the original handler's), the same for /generate, /v1 "
+        "and the page.")
+    licences: list[LicenceStatement] = Field(
+        description="Whose model this is and on what terms: KoGPT2's (CC BY-NC-SA 4.0, SK "
+        "Telecom, non-commercial), and the weights' own when they are another's.")
     parameters: dict[str, Any] = Field(description="Each generation parameter's JSON Schema.")
+
+
+__all__ = ["ErrorResponse"]  # the native shape of every error (errors.py renders it)
