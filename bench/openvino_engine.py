@@ -69,16 +69,20 @@ sys.path.insert(0, sys.argv[1])
 import numpy as np
 from kogpt2.model.engines import openvino
 from kogpt2.model.params import GenerationParams
-from kogpt2.model.seam import Watch
+from kogpt2.model.sampling import penalize
+from kogpt2.model.seam import EngineRequest, Watch
+from kogpt2.model.vocab import load_tokenizer
 model_dir, compute, work = sys.argv[2], sys.argv[3], sys.argv[6]
 threads, reps = int(sys.argv[4]), int(sys.argv[5])
 openvino.PROPERTIES.update(json.loads(sys.argv[7]))
 references = json.load(open(f"{work}/reference.json"))
-engine = openvino.load(Path(model_dir), threads=threads, compute_type=compute)
+engine = openvino.load(Path(model_dir), threads=threads, compute_type=compute,
+                       tokenizer=load_tokenizer(Path(model_dir)))
 params = GenerationParams()
 def answer(prompt, new):
     started = time.perf_counter()
-    [out] = engine.generate(prompt, max_new_tokens=new, params=params, seed=None, watch=Watch())
+    [result] = engine.generate([EngineRequest(prompt, new, params, None, Watch())])
+    [out] = result.rows
     return time.perf_counter() - started, out
 prompt, expected = references[0]["prompt"], references[0]["tokens"]
 _, first = answer(prompt, len(expected))
@@ -102,8 +106,8 @@ for i, reference in enumerate(references):
     for step, token in enumerate(expected):
         ref = ref_logits[step].copy()
         seen = list(dict.fromkeys(seq))
-        openvino.penalize(logits, seen, 2.0)
-        openvino.penalize(ref, seen, 2.0)
+        penalize(logits, seen, 2.0)
+        penalize(ref, seen, 2.0)
         top1 += int(np.argmax(logits) == np.argmax(ref))
         steps += 1
         seq.append(token)

@@ -10,10 +10,13 @@
 # STAGE is a stage of zappa_settings.json (dev, production). Needs zappa and boto3 on PATH's
 # python (`make deploy` uses .venv), docker, and AWS credentials. Optional environment:
 #   ENGINE=openvino|ctranslate2|transformers   default: openvino on x86_64, ctranslate2 on arm64
-#   MODEL_ID=owner/name  MODEL_REVISION=main    the hub checkpoint the image bakes in
+#   MODEL_ID=owner/name  MODEL_REVISION=main    the hub checkpoint the image bakes in (the
+#                                               revision is resolved to its commit first)
 #   ALLOW_ANY_ORIGIN=1                          deploy a stage other than dev with CORS '*'
 # The image tag names the stage, commit (plus a hash of uncommitted or untracked files the
-# build reads), architecture, engine, model and revision: a build happens when any differ.
+# build reads), architecture, engine, model and the model's commit: a build happens when any
+# differ. deploy_aws.py exits 1 for "no" (not there), 2 for a refusal, 3 when it crashes: only 1
+# ever means "not there".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,8 +44,9 @@ case $action in
     *) die "unknown action '$action': deploy, status, logs or undeploy" ;;
 esac
 
-# Limits and CORS before anything is built or created.
+# Limits and CORS before anything is built or created, and whose model this is, on what terms.
 "$python" scripts/deploy_aws.py check-stage "$stage" || exit 1
+"$python" scripts/deploy_aws.py licence "$stage" || exit 1
 command -v docker >/dev/null || die "docker is not installed (https://docs.docker.com/get-docker/)"
 docker info >/dev/null 2>&1 || die "docker is installed but not running: start Docker and retry"
 command -v git >/dev/null || die "git is needed: images are tagged with the commit"
@@ -51,7 +55,11 @@ echo "deploy: stage $stage of $PROJECT to account $account in $REGION ($ARCHITEC
 
 engine=${ENGINE:-$DEFAULT_ENGINE}
 model_id=${MODEL_ID:-skt/kogpt2-base-v2}
-model_revision=${MODEL_REVISION:-main}
+# A branch or tag moves; the image must name what it holds: its commit.
+model_revision=$("$python" scripts/deploy_aws.py resolve-revision "$model_id" \
+    "${MODEL_REVISION:-main}") || exit 1
+[ "$model_revision" = "${MODEL_REVISION:-main}" ] \
+    || echo "deploy: $model_id ${MODEL_REVISION:-main} is commit $model_revision"
 tag=$("$python" scripts/deploy_aws.py image-tag "$stage" "$engine" "$model_id" "$model_revision") \
     || exit 1
 # Before a build that can take minutes: a function of another architecture is refused.
@@ -70,6 +78,7 @@ image="$repository:$tag"
 if "$python" scripts/deploy_aws.py image-exists "$REGION" "$PROJECT" "$tag"; then
     echo "deploy: $image is already in ECR; not rebuilding"
 else
+    [ $? -eq 1 ] || exit 1
     # --provenance=false: Lambda rejects the image index that buildx's attestations create.
     docker buildx build --platform "$PLATFORM" --provenance=false --load \
         --build-arg ENGINE="$engine" \

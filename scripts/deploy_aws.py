@@ -3,6 +3,9 @@
 
     deploy_aws.py stage STAGE                    shell assignments: REGION ARCHITECTURE ...
     deploy_aws.py check-stage STAGE              refuse a stage that is unsafe to make public
+    deploy_aws.py licence STAGE                  the served model's licence, said before a deploy
+    deploy_aws.py resolve-revision MODEL_ID REVISION
+                                                 the hub commit REVISION names (a commit as is)
     deploy_aws.py image-tag STAGE ENGINE MODEL_ID REVISION
                                                  the tag that names what the image holds
     deploy_aws.py credentials REGION             the account id, or a clear error
@@ -15,7 +18,13 @@
                                                  the API key's usage plan and keyless preflight
     deploy_aws.py remove-usage-plan STAGE        before zappa undeploy
 
-boto3 comes with zappa. AWS_ENDPOINT_URL (moto in the tests) is honoured by boto3 itself.
+boto3 comes with zappa. AWS_ENDPOINT_URL (moto in the tests) is honoured by boto3 itself, and
+HF_ENDPOINT by huggingface_hub.
+
+Exit status: 0 done (or yes), 1 no (image-exists, function-exists: not there), 2 refused (a
+clear message says why, AWS's or the hub's answer included), 3 crashed (a bug: its traceback
+follows). deploy.sh reads 1 as "not there" and stops on anything else: a crash never looks like
+a missing function, which would send `zappa deploy` onto an existing one.
 """
 
 import base64
@@ -27,6 +36,7 @@ import re
 import shlex
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 SETTINGS = Path("zappa_settings.json")
@@ -42,6 +52,8 @@ OPEN_CORS_STAGES = {"dev"}
 # by the hub, which makes "/" -> "--" in the tag reversible).
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
 REVISION = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_./-]*")
+COMMIT = re.compile(r"[0-9a-f]{40}")
+CRASHED = 3  # see the exit statuses above
 TAG_MAX = 128  # ECR and Docker: [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}
 # What the image build reads beside the .dockerignore'd context. zappa_settings.py is left
 # out: it is written from zappa_settings.json (counted) for the stage (in the tag).
@@ -133,6 +145,67 @@ def check_stage(stage: str) -> None:
             "or unset). List the sites that may call it in its aws_environment_variables, "
             "e.g. \"KOGPT2_CORS_ORIGINS\": \"https://www.example.com\" (\"\" for none: the "
             "page needs none), or deploy it open on purpose with ALLOW_ANY_ORIGIN=1")
+
+
+# --- What is deployed: whose model, at which commit ---------------------------------------
+
+def licence(stage: str) -> None:
+    """Say the licence of the model the stage serves, before anything is built: KoGPT2's
+    (kogpt2/model/licence.py), or the weights' own from the stage's KOGPT2_MODEL_LICENCE with
+    KoGPT2's for its tokenizer."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from kogpt2.model.licence import Licence, model_licences
+
+    config = stage_config(stage)
+    variables = {**config.get("aws_environment_variables", {}),
+                 **config.get("environment_variables", {})}
+    weights = None
+    if variables.get("KOGPT2_MODEL_LICENCE"):
+        try:
+            weights = Licence(**json.loads(variables["KOGPT2_MODEL_LICENCE"]))
+        except (ValueError, TypeError) as exc:
+            raise DeployError(f"stage {stage!r}: KOGPT2_MODEL_LICENCE is not a licence "
+                              f"(JSON with {', '.join(Licence.__dataclass_fields__)}): {exc}"
+                              ) from exc
+    statements = model_licences(weights)
+    for statement in statements:
+        print(f"deploy: licence: {statement.notice()}")
+    if any(statement.non_commercial for statement in statements):
+        print(f"deploy: stage {stage} may serve only non-commercial use: see README.md, "
+              "\"Licence\"")
+
+
+def resolve_revision(model_id: str, revision: str) -> None:
+    """Print the hub commit `revision` names today, so that the image tag and the build name a
+    checkpoint that can't move under them. A commit is printed as it is, without the hub."""
+    if COMMIT.fullmatch(revision):
+        print(revision)
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise DeployError(
+            f"MODEL_REVISION={revision} must be resolved to a commit on the hub, and "
+            "HF_HUB_OFFLINE is set: give the commit itself (40 hex digits), e.g. "
+            f"MODEL_REVISION=$(git ls-remote https://huggingface.co/{model_id} {revision})")
+    import httpx2
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        commit = HfApi().model_info(model_id, revision=revision, timeout=15).sha
+    except RepositoryNotFoundError as exc:
+        raise DeployError(f"MODEL_ID={model_id} is not on the hub (or is private)") from exc
+    except HfHubHTTPError as exc:
+        if exc.response is not None and exc.response.status_code == 404:
+            raise DeployError(f"{model_id} has no revision {revision!r} on the hub") from exc
+        raise DeployError(f"the hub did not say which commit {revision!r} of {model_id} is: "
+                          f"{exc}") from exc
+    except (OSError, httpx2.HTTPError) as exc:  # no network, a proxy, a timeout
+        raise DeployError(
+            f"the hub can't be reached to resolve MODEL_REVISION={revision} of {model_id} "
+            f"({type(exc).__name__}: {exc}); give the commit itself (40 hex digits)") from exc
+    if not commit or not COMMIT.fullmatch(commit):
+        raise DeployError(f"the hub named no commit for {revision!r} of {model_id}")
+    print(commit)
 
 
 # --- The image tag: what the image holds ----------------------------------------------------
@@ -428,6 +501,8 @@ def remove_usage_plan(stage: str) -> None:
 COMMANDS = {
     "stage": print_stage,
     "check-stage": check_stage,
+    "licence": licence,
+    "resolve-revision": resolve_revision,
     "image-tag": image_tag,
     "credentials": credentials,
     "ecr-repository": ecr_repository,
@@ -452,13 +527,22 @@ def main(argv: list[str]) -> int:
     except Exception as exc:
         # AWS's answer (no credentials, a missing permission, a quota) says what to fix; the
         # traceback through boto3 says nothing more.
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        if not isinstance(exc, (BotoCoreError, ClientError)):
-            raise
-        print(f"deploy: {argv[0]}: {exc}", file=sys.stderr)
-        return 2
+        if _is_aws_error(exc):
+            print(f"deploy: {argv[0]}: {exc}", file=sys.stderr)
+            return 2
+        traceback.print_exc()
+        print(f"deploy: {argv[0]} crashed (a bug in scripts/deploy_aws.py): {exc!r}",
+              file=sys.stderr)
+        return CRASHED
     return 1 if result is False else 0
+
+
+def _is_aws_error(exc: Exception) -> bool:
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return False
+    return isinstance(exc, (BotoCoreError, ClientError))
 
 
 if __name__ == "__main__":

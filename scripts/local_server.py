@@ -5,7 +5,8 @@
 
 It reads gunicorn.conf.py, as `make run` does; extra gunicorn arguments and KOGPT2_* settings
 come from the caller; `log` collects the server's stderr (the app's JSON log lines).
-It is up once /health answers (the model loads on the first request).
+It is up once /health answers; the model loads in the background from then on (with
+KOGPT2_LOAD_ON_START=false, on the first request); `/ready` says when it is ready.
 """
 
 import os
@@ -57,7 +58,7 @@ class LocalServer:
                 with urllib.request.urlopen(f"{self.base}/health", timeout=2):
                     return self
             except urllib.error.HTTPError:
-                return self  # it answers: /health says 503 when the model failed to load
+                return self  # it answers
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()

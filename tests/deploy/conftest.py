@@ -20,5 +20,6 @@ def lambda_env(tiny_model_dir):
         "HF_HUB_OFFLINE": "1",
         "INSTANTIATE_LAMBDA_HANDLER_ON_IMPORT": "1",
         "AWS_DEFAULT_REGION": SETTINGS["dev"]["aws_region"],
+        "AWS_LAMBDA_FUNCTION_NAME": "kogpt2-dev",  # Lambda sets it: the app then writes EMF
         **env,
     }

@@ -3,7 +3,8 @@
 Zappa runs for real; only AWS is moto and only docker is fake (it records its calls). moto has
 no ListFunctionUrlConfigs, which `zappa update` calls: that one call is stubbed (empty list,
 as AWS answers for a function without a URL) through a sitecustomize on the scripts' path.
-Everything not on 127.0.0.1 (Zappa's PyPI version check) goes to a dead proxy.
+The hub that resolves MODEL_REVISION to a commit is tests/fake_hub.py. Everything not on
+127.0.0.1 (Zappa's PyPI version check) goes to a dead proxy.
 """
 
 import json
@@ -25,6 +26,12 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 DEPLOY_FILES = ["zappa_settings.json", "Dockerfile", ".dockerignore", "app.py",
                 "scripts/deploy.sh", "scripts/deploy_aws.py"]
+# The hub's commits of the checkpoints the tests deploy (MODEL_REVISION is resolved to them).
+MAIN_COMMIT = "1a2b3c4d" * 5
+V2_COMMIT = "9f8e7d6c" * 5
+LICENCE = ("deploy: licence: KoGPT2 (skt/kogpt2-base-v2) by SK Telecom, licensed under "
+           "CC BY-NC-SA 4.0; non-commercial use only (https://creativecommons.org/licenses/"
+           "by-nc-sa/4.0/; https://huggingface.co/skt/kogpt2-base-v2)")
 SETTINGS = json.loads((ROOT / "zappa_settings.json").read_text())["dev"]
 REGION = SETTINGS["aws_region"]
 REGISTRY = f"123456789012.dkr.ecr.{REGION}.amazonaws.com"  # moto's default account
@@ -50,6 +57,8 @@ if call[:1] == ["push"]:
 """
 
 STUB_MISSING_MOTO_CALL = """\
+import os
+
 import botocore.client
 
 _make_api_call = botocore.client.BaseClient._make_api_call
@@ -58,6 +67,8 @@ _make_api_call = botocore.client.BaseClient._make_api_call
 def make_api_call(self, operation_name, api_params):
     if operation_name == "ListFunctionUrlConfigs":  # no route in moto 5.2
         return {"FunctionUrlConfigs": []}
+    if operation_name == os.environ.get("BREAK_AWS_CALL"):
+        return {}  # an answer without what the caller reads it for: deploy_aws.py crashes
     return _make_api_call(self, operation_name, api_params)
 
 
@@ -109,6 +120,9 @@ def project(tmp_path):
     for name in DEPLOY_FILES:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, root / name)
+    # The model layer states the licence the deploy prints.
+    shutil.copytree(ROOT / "kogpt2", root / "kogpt2",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     settings = json.loads((root / "zappa_settings.json").read_text())
     settings["dev"]["touch"] = False
     (root / "zappa_settings.json").write_text(json.dumps(settings, indent=4))
@@ -131,7 +145,14 @@ def commit(root, message):
 
 
 @pytest.fixture
-def run_deploy(project, moto_url, tmp_path):
+def hub(fake_hub):
+    fake_hub.add("skt/kogpt2-base-v2", {}, commit=MAIN_COMMIT)
+    fake_hub.add("someone/kogpt2-finetuned", {}, commit=V2_COMMIT, refs=("v2",))
+    return fake_hub
+
+
+@pytest.fixture
+def run_deploy(project, moto_url, tmp_path, hub):
     """Run scripts/deploy.sh in `project` with moto as AWS; returns the process and docker calls."""
     fake_bin = tmp_path / "fake-bin"
     fake_bin.mkdir()
@@ -158,6 +179,8 @@ def run_deploy(project, moto_url, tmp_path):
             "HTTPS_PROXY": "http://127.0.0.1:9",
             "HTTP_PROXY": "http://127.0.0.1:9",
             "NO_PROXY": "127.0.0.1,localhost",
+            "HF_ENDPOINT": hub.url,
+            "HF_HUB_CACHE": str(tmp_path / "hf-cache"),
         }
         if credentials:
             env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
@@ -175,7 +198,7 @@ def run_deploy(project, moto_url, tmp_path):
 
 
 def tag_pattern(stage, commit, *, architecture="amd64", engine="openvino",
-                model="skt--kogpt2-base-v2", revision="main", context=""):
+                model="skt--kogpt2-base-v2", revision=MAIN_COMMIT, context=""):
     """The tag scripts/deploy.sh gives an image: what it holds, then a hash of the exact values."""
     context = context and f"-{context}"
     return rf"{stage}-{commit}{context}-{architecture}-{engine}-{model}-{revision}-[0-9a-f]{{8}}"
@@ -196,7 +219,8 @@ def assert_built_and_pushed(calls, tag, platform="linux/amd64", **build_args):
     given = dict(build[i + 1].split("=", 1) for i, word in enumerate(build)
                  if word == "--build-arg")
     assert set(given) <= DOCKERFILE_ARGS  # docker ignores an argument the file doesn't name
-    expected = {"ENGINE": "openvino", "MODEL_ID": "skt/kogpt2-base-v2", "MODEL_REVISION": "main"}
+    expected = {"ENGINE": "openvino", "MODEL_ID": "skt/kogpt2-base-v2",
+                "MODEL_REVISION": MAIN_COMMIT}
     assert given == {**expected, **build_args}
     built = build[build.index("--tag") + 1]
     assert re.fullmatch(f"kogpt2:{tag}", built), (built, tag)
@@ -320,7 +344,7 @@ def image_tag(project, *args):
 
 
 def test_the_tag_changes_with_everything_the_build_reads(project):
-    model = ("openvino", "skt/kogpt2-base-v2", "main")
+    model = ("openvino", "skt/kogpt2-base-v2", MAIN_COMMIT)  # deploy.sh gives it the commit
     head = git(project, "rev-parse", "--short=12", "HEAD")
     clean = image_tag(project, *model)
     assert re.fullmatch(tag_pattern("dev", head), clean)
@@ -392,9 +416,10 @@ def test_a_new_model_or_untracked_file_rebuilds_the_same_commit(run_deploy, proj
 
     process, calls = run_deploy("dev", MODEL_ID="someone/kogpt2-finetuned", MODEL_REVISION="v2")
     assert process.returncode == 0, process.stdout + process.stderr
+    assert f"deploy: someone/kogpt2-finetuned v2 is commit {V2_COMMIT}" in process.stdout
     image = assert_built_and_pushed(
-        calls, tag_pattern("dev", head, model="someone--kogpt2-finetuned", revision="v2"),
-        MODEL_ID="someone/kogpt2-finetuned", MODEL_REVISION="v2")
+        calls, tag_pattern("dev", head, model="someone--kogpt2-finetuned", revision=V2_COMMIT),
+        MODEL_ID="someone/kogpt2-finetuned", MODEL_REVISION=V2_COMMIT)
     assert aws("lambda").get_function(FunctionName="kogpt2-dev")["Code"]["ImageUri"] == image
 
     (project / "templates").mkdir()
@@ -438,6 +463,12 @@ def test_production_deploys_with_its_limits_and_explicit_origins(run_deploy, pro
     assert variables["KOGPT2_CORS_ORIGINS"] == ""
     assert variables["KOGPT2_MODEL"] == "/opt/kogpt2/model"
     assert "2 requests/s (bursts of 5), at most 5 containers at once" in process.stdout
+    # Whose model, and that it may not be used commercially, before anything is deployed.
+    said = process.stdout
+    assert LICENCE in said
+    assert "deploy: stage production may serve only non-commercial use" in said
+    assert said.index(LICENCE) < said.index("deploy: stage production of kogpt2 to account")
+    assert said.index(LICENCE) < said.index("Deployment complete")
 
 
 @pytest.mark.parametrize("origins", ["*", "https://example.org,*", None])
@@ -566,3 +597,83 @@ def test_production_extends_dev(project):
         ARCHITECTURE=x86_64
         PLATFORM=linux/amd64
         DEFAULT_ENGINE=openvino""").splitlines()
+
+
+def deploy_aws(project, *args, **env):
+    return subprocess.run([sys.executable, "scripts/deploy_aws.py", *args], cwd=project,
+                          capture_output=True, text=True, env={**os.environ, **env})
+
+
+def test_a_revision_is_resolved_to_its_commit_on_the_hub(project, hub):
+    said = deploy_aws(project, "resolve-revision", "skt/kogpt2-base-v2", "main")
+    assert (said.returncode, said.stdout) == (0, MAIN_COMMIT + "\n")
+    assert "/api/models/skt/kogpt2-base-v2/revision/main" in [r.path for r in hub.requests]
+    hub.requests.clear()
+    said = deploy_aws(project, "resolve-revision", "skt/kogpt2-base-v2", "b" * 40)
+    assert (said.returncode, said.stdout) == (0, "b" * 40 + "\n")
+    assert hub.requests == []  # a commit needs no hub
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (("skt/kogpt2-base-v2", "no-such-branch"), {},
+     "skt/kogpt2-base-v2 has no revision 'no-such-branch' on the hub"),
+    (("nobody/nothing", "main"), {}, "MODEL_ID=nobody/nothing is not on the hub"),
+    (("skt/kogpt2-base-v2", "main"), {"HF_HUB_OFFLINE": "1"},
+     "HF_HUB_OFFLINE is set: give the commit itself (40 hex digits)"),
+    (("skt/kogpt2-base-v2", "main"), {"HF_ENDPOINT": "http://127.0.0.1:9"},
+     "the hub can't be reached to resolve MODEL_REVISION=main of skt/kogpt2-base-v2"),
+])
+def test_a_revision_that_cant_be_resolved_is_a_clear_refusal(project, hub, args, env, message):
+    said = deploy_aws(project, "resolve-revision", *args, **env)
+    assert said.returncode == 2 and message in said.stderr, said.stderr
+    assert "Traceback" not in said.stderr
+
+
+def test_offline_a_commit_is_still_taken(project, hub):
+    said = deploy_aws(project, "resolve-revision", "skt/kogpt2-base-v2", "c" * 40,
+                      HF_HUB_OFFLINE="1")
+    assert (said.returncode, said.stdout) == (0, "c" * 40 + "\n")
+
+
+def test_a_crash_is_never_taken_for_a_missing_function(run_deploy, aws):
+    """function-exists says 1 for "no such function"; a crash used to exit 1 too, and deploy.sh
+    then ran `zappa deploy` onto a function that may well exist."""
+    process, calls = run_deploy("dev", BREAK_AWS_CALL="GetFunction")
+    assert process.returncode != 0
+    assert "deploy: function-exists crashed (a bug in scripts/deploy_aws.py)" in process.stderr
+    assert "Traceback" in process.stderr  # a bug: its traceback is what helps
+    assert "Deployment complete" not in process.stdout
+    assert [call[0] for call in calls] == ["info"]  # nothing built
+    assert aws("lambda").list_functions()["Functions"] == []
+
+
+def test_a_crash_has_an_exit_status_of_its_own(monkeypatch, capsys):
+    import deploy_aws
+
+    def broken(stage):
+        raise KeyError("Configuration")
+
+    monkeypatch.setitem(deploy_aws.COMMANDS, "function-exists", broken)
+    assert deploy_aws.main(["function-exists", "dev"]) == deploy_aws.CRASHED == 3
+    assert "KeyError" in capsys.readouterr().err
+    monkeypatch.setitem(deploy_aws.COMMANDS, "function-exists", lambda stage: False)
+    assert deploy_aws.main(["function-exists", "dev"]) == 1  # "no": only this is 1
+
+
+def test_the_licence_of_other_weights_is_said_with_kogpt2s_for_the_tokenizer(project):
+    settings = json.loads((project / "zappa_settings.json").read_text())
+    settings["dev"]["aws_environment_variables"]["KOGPT2_MODEL_LICENCE"] = json.dumps({
+        "work": "Someone's model", "owner": "Someone", "name": "MIT",
+        "url": "https://opensource.org/license/mit", "source_url": "https://example.org",
+        "non_commercial": False})
+    (project / "zappa_settings.json").write_text(json.dumps(settings))
+    said = deploy_aws(project, "licence", "dev")
+    assert said.returncode == 0, said.stderr
+    assert said.stdout.splitlines() == [
+        "deploy: licence: Someone's model by Someone, licensed under MIT "
+        "(https://opensource.org/license/mit; https://example.org)",
+        "deploy: licence: KoGPT2's tokenizer (skt/kogpt2-base-v2) by SK Telecom, licensed "
+        "under CC BY-NC-SA 4.0; non-commercial use only (https://creativecommons.org/licenses/"
+        "by-nc-sa/4.0/; https://huggingface.co/skt/kogpt2-base-v2)",
+        "deploy: stage dev may serve only non-commercial use: see README.md, \"Licence\"",
+    ]

@@ -75,6 +75,34 @@ def test_errors_raise_the_sdks_exceptions(client):
     checks.errors_raise_what_users_expect(client, MAX_NEW_TOKENS)
 
 
+def test_tokenizer_endpoints_answer_in_vllms_shapes(client, tiny_model_dir):
+    checks.tokenizer_endpoints_answer_in_vllms_shapes(client, tiny_model_dir)
+
+
+def test_a_batch_answers_each_prompt_in_order(client):
+    checks.a_batch_answers_each_prompt_in_order(client)
+
+
+def test_token_id_prompts_equal_their_text(client):
+    checks.token_id_prompts_equal_their_text(client)
+
+
+def test_generated_logprobs_have_openais_shape(client):
+    checks.generated_logprobs_have_openais_shape(client)
+
+
+def test_echo_scores_the_prompt_with_max_tokens_0_and_1(client, tiny_model_dir):
+    checks.echo_scores_the_prompt(client, tiny_model_dir)
+
+
+def test_continuous_usage_counts_every_chunk(client):
+    checks.continuous_usage_counts_every_chunk(client)
+
+
+def test_bad_batches_and_scores_are_400_naming_the_field(client):
+    checks.bad_batches_and_scores_are_400_naming_the_field(client)
+
+
 def test_answers_carry_cors_and_the_apis_headers(gateway):
     http = httpx.Client(transport=gateway, base_url=BASE, timeout=120)
     headers = {"Origin": "https://example.org"}

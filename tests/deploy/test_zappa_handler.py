@@ -163,18 +163,23 @@ def test_the_scheduled_warm_up_loads_the_model_of_the_serving_app(run):
     (schedule,) = SETTINGS["dev"]["events"]
     assert schedule["function"] == "app.warm_up"
     # Zappa names the rule "<function name>-<function>"; its handler reads the function back.
-    before, warm_up, after = run(
+    before, not_ready, warm_up, after, ready = run(
         api_event("GET", "/health"),
+        api_event("GET", "/ready"),
         scheduled_event(f"kogpt2-dev-{schedule['function']}"),
         api_event("GET", "/health"),
+        api_event("GET", "/ready"),
     )
-    # Zappa's touch_path (/health) after a deploy meets a cold function: it must pass.
+    # Zappa's touch_path (/health) after a deploy meets a cold function: it must pass. On
+    # Lambda the warm-up (or the first request) loads the model, not the process's start.
     assert before["statusCode"] == 200
-    assert json_of(before) == {"status": "starting", "model_state": "not_loaded",
+    assert json_of(before) == {"status": "ok", "model_state": "not_loaded",
                                "model_loaded": False}
+    assert (not_ready["statusCode"], json_of(not_ready)["model_state"]) == (503, "not_loaded")
     assert warm_up["loaded"] is True
     assert warm_up["engine"] == "transformers"
     assert json_of(after) == {"status": "ok", "model_state": "ready", "model_loaded": True}
+    assert (ready["statusCode"], json_of(ready)["ready"]) == (200, True)
 
 
 def test_the_page_and_its_assets_live_under_the_stage_prefix(run):
@@ -216,6 +221,66 @@ def test_openapi_servers_carry_the_stage_prefix(run):
     (response,) = run(api_event("GET", "/openapi.json"))
     assert response["statusCode"] == 200
     assert json_of(response)["servers"] == [{"url": "/dev"}]
+
+
+# --- Metrics: CloudWatch Embedded Metric Format lines in the function's log ------------------
+
+EMF_UNITS = ["Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes",
+             "Gigabytes", "Terabytes", "Bits", "Kilobits", "Megabits", "Gigabits", "Terabits",
+             "Percent", "Count", "Bytes/Second", "Kilobytes/Second", "Megabytes/Second",
+             "Gigabytes/Second", "Terabytes/Second", "Bits/Second", "Kilobits/Second",
+             "Megabits/Second", "Gigabits/Second", "Terabits/Second", "Count/Second", "None"]
+# CloudWatch's specification of the format (docs: "Specification: Embedded metric format").
+EMF_SCHEMA = {
+    "type": "object",
+    "required": ["_aws"],
+    "properties": {"_aws": {
+        "type": "object",
+        "required": ["Timestamp", "CloudWatchMetrics"],
+        "properties": {
+            "Timestamp": {"type": "integer", "minimum": 0},
+            "CloudWatchMetrics": {"type": "array", "items": {
+                "type": "object",
+                "required": ["Namespace", "Dimensions", "Metrics"],
+                "properties": {
+                    "Namespace": {"type": "string", "minLength": 1, "maxLength": 1024},
+                    "Dimensions": {"type": "array", "items": {
+                        "type": "array", "maxItems": 30,
+                        "items": {"type": "string", "minLength": 1, "maxLength": 250}}},
+                    "Metrics": {"type": "array", "maxItems": 100, "items": {
+                        "type": "object", "required": ["Name"],
+                        "properties": {"Name": {"type": "string", "minLength": 1,
+                                                "maxLength": 1024},
+                                       "Unit": {"enum": EMF_UNITS}}}},
+                },
+            }},
+        },
+    }},
+}
+
+
+def test_each_request_writes_one_embedded_metric_format_line(task_root, lambda_env, tmp_path):
+    import jsonschema
+
+    events = [api_event("POST", "/generate", body={"text": TITLE, "max_new_tokens": 3},
+                        headers={"Content-Type": "application/json"}),
+              api_event("POST", "/generate", body={"text": ""},
+                        headers={"Content-Type": "application/json"}),
+              api_event("GET", "/health")]
+    responses, log = invoke_logged(task_root, events, lambda_env, tmp_path)
+    assert [r["statusCode"] for r in responses] == [200, 422, 200]
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith('{"_aws"')]
+    assert [(line["Route"], line["Status"]) for line in lines] == [
+        ("/generate", 200), ("/generate", 422), ("/health", 200)]
+    for line in lines:
+        jsonschema.validate(line, EMF_SCHEMA)
+        for directive in line["_aws"]["CloudWatchMetrics"]:
+            for dimension in (key for keys in directive["Dimensions"] for key in keys):
+                assert isinstance(line[dimension], str)
+            for metric in directive["Metrics"]:
+                assert isinstance(line[metric["Name"]], int | float), metric
+    assert lines[0]["GeneratedTokens"] == 3 and lines[0]["TimeToFirstToken"] >= 0
+    assert "GeneratedTokens" not in lines[1]
 
 
 # --- Titles stay out of the function's log (CloudWatch gets all the process writes) ---------
@@ -270,6 +335,7 @@ def test_the_log_holds_no_title_at_info(task_root, lambda_env, tmp_path):
     log = serve_secret(task_root, lambda_env, tmp_path)
     leaks = [trace for trace in traces_of_secret() if trace in log]
     assert not leaks, log
+    assert log.count('{"_aws"') == 3  # the metric lines were written, without the title
     # Zappa's access line is still written, with the path and without the query string.
     assert re.search(r'"GET / HTTP/1\.1" 200 \d+ "https://example\.org/" "curl', log), log
     assert log.count('"POST /generate HTTP/1.1" 200') == 2, log
