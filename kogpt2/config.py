@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .model import GenerationParams, Generator
+from .model import GenerationParams, Generator, engines
 from .model.licence import Licence
 from .model.source import DEFAULT_MODEL_ID
 
@@ -71,12 +71,17 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     # Reliability under load: bounded generations, a short queue, then 429 (web/limits.py).
-    # 1 everywhere. Lambda sends an instance one request at a time; under gunicorn, measured
-    # (README, "Serving under load"), the engine runs one generation at a time, so a second
-    # slot gave no throughput (1.13 vs 1.10 answers/s) and only moved waiting into the
-    # engine, where a request can't be refused and its time budget runs out.
-    max_concurrency: int = Field(
-        1, ge=1, le=64, description="Generations at once in one process."
+    # By default as many as the engine decodes together: OpenVINO's row cap (its requests
+    # share each step), else 1 (an engine that runs one at a time gains nothing from a second
+    # slot: waiting would only move into the engine, where it can't be refused with a 429).
+    # Lambda sends an instance one request at a time whatever this says.
+    max_concurrency: int | None = Field(
+        None, ge=1, le=64, description="Generations at once in one process; default: "
+        "max_batch_rows for an engine that batches concurrent requests (openvino), else 1.",
+    )
+    max_batch_rows: int = Field(
+        16, ge=1, le=64, description="Rows the openvino engine decodes in one step, every "
+        "request's together (continuous batching); more wait in the engine's queue.",
     )
     queue_size: int = Field(8, ge=0, le=256, description="Requests that may wait for a slot.")
     queue_timeout_s: float = Field(
@@ -129,6 +134,13 @@ class Settings(BaseSettings):
             )
         return self
 
+    @property
+    def generation_slots(self) -> int:
+        """max_concurrency, or its default for this engine."""
+        if self.max_concurrency is not None:
+            return self.max_concurrency
+        return self.max_batch_rows if engines.batches(self.engine) else 1
+
     @classmethod
     def from_mapping(cls, mapping=None) -> tuple["Settings", dict]:
         """Split a Flask-style mapping into this service's settings and plain Flask config."""
@@ -152,6 +164,7 @@ def make_generator(settings: Settings) -> Generator:
         threads=settings.threads,
         workers=settings.workers,
         max_new_tokens=settings.max_new_tokens,
+        max_batch_rows=settings.max_batch_rows,
         load_retry_s=settings.load_retry_s,
         load_retry_max_s=settings.load_retry_max_s,
         cache_dir=settings.cache_dir,

@@ -105,6 +105,7 @@ class Generator:
         threads: int | None = None,
         workers: int = 1,
         max_new_tokens: int = 256,
+        max_batch_rows: int | None = None,
         load_retry_s: float = 5.0,
         load_retry_max_s: float = 300.0,
         cache_dir: str | Path | None = None,
@@ -119,6 +120,7 @@ class Generator:
         choice = cpus.choose_threads(threads, workers)
         self.threads, self.threads_reason = choice.threads, choice.reason
         self.max_new_tokens = max_new_tokens
+        self.max_batch_rows = max_batch_rows  # None: the engine's own cap
         self.load_retry_s = load_retry_s
         self.load_retry_max_s = max(load_retry_max_s, load_retry_s)
         self.cache_root = Path(cache_dir) if cache_dir else prepare.default_cache_root()
@@ -512,7 +514,8 @@ class Generator:
         # A prepared copy holds its source's tokenizer: the one check() read serves both.
         vocabulary = self._vocabulary or _vocabulary_of(here)
         engine = engines.load(kind, model_dir, threads=self.threads,
-                              compute_type=self.compute_type, tokenizer=vocabulary.tokenizer)
+                              compute_type=self.compute_type, tokenizer=vocabulary.tokenizer,
+                              max_rows=self.max_batch_rows)
         self._vocabulary = vocabulary
         # A prepared copy records the hub id and commit it came from; a snapshot is named by them.
         self._source = here if here.hub_id or origin is None else origin

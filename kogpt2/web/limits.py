@@ -96,7 +96,7 @@ class ConcurrencyLimit:
 
 def init_app(app, settings) -> None:
     app.extensions[EXTENSION] = ConcurrencyLimit(
-        settings.max_concurrency, settings.queue_size, settings.queue_timeout_s
+        settings.generation_slots, settings.queue_size, settings.queue_timeout_s
     )
 
 

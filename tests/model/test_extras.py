@@ -84,7 +84,7 @@ def test_each_engine_claims_what_it_was_built_to(biased):
     assert biased["transformers"].features == everything
     assert biased["ctranslate2"].features == everything - {
         "logit_bias", "presence_penalty", "frequency_penalty"}
-    assert biased["openvino"].features == everything - {"prompt_logprobs"}
+    assert biased["openvino"].features == everything
 
 
 def test_logit_bias_changes_the_greedy_choice(biased, words):
@@ -193,13 +193,15 @@ def test_sampled_logprobs_come_from_the_warped_distribution(biased):
                 assert np.exp([v for _, v in entry.top]).sum() == pytest.approx(1, abs=1e-5)
 
 
-def test_prompt_logprobs_of_ctranslate2_float32_are_the_references(
-    tiny_model_dir, tiny_ct2_float32_dir, tokenizer
+@pytest.mark.parametrize("engine", ["ctranslate2", "openvino"])
+def test_prompt_logprobs_of_float32_engines_are_the_references(
+    engine, tiny_model_dir, tiny_ct2_float32_dir, tiny_ov_float32_dir, tokenizer
 ):
     ids = tokenizer.encode(OTHER_TITLE + " " + TITLE, add_special_tokens=False).ids
     params = GenerationParams(max_new_tokens=0, prompt_logprobs=3)
     reference = Generator(str(tiny_model_dir), engine="transformers").generate(ids, params)
-    got = Generator(str(tiny_ct2_float32_dir), engine="ctranslate2").generate(ids, params)
+    model_dir = {"ctranslate2": tiny_ct2_float32_dir, "openvino": tiny_ov_float32_dir}[engine]
+    got = Generator(str(model_dir), engine=engine).generate(ids, params)
     assert reference.prompt_logprobs[0] is None and got.prompt_logprobs[0] is None
     assert len(got.prompt_logprobs) == len(ids)
     for mine, theirs in zip(got.prompt_logprobs[1:], reference.prompt_logprobs[1:], strict=True):
@@ -229,7 +231,6 @@ def test_an_engine_refuses_what_it_lacks_before_anything_loads(tiny_ct2_dir, tin
         (tiny_ct2_dir, "ctranslate2", {"logit_bias": {5: 1.0}}, "logit_bias"),
         (tiny_ct2_dir, "ctranslate2", {"presence_penalty": 0.5}, "presence_penalty"),
         (tiny_ct2_dir, "ctranslate2", {"frequency_penalty": -0.5}, "frequency_penalty"),
-        (tiny_ov_dir, "openvino", {"prompt_logprobs": 0}, "prompt_logprobs"),
     ]:
         generator = Generator(str(model_dir), engine="auto", threads=1)
         with pytest.raises(InvalidInput) as refused:
@@ -272,8 +273,18 @@ def test_a_batch_of_prompts_gives_each_prompt_its_own_text(
             prompts = [generator.check(text, params) for text in texts]
             together = generator.run(prompts)
             alone = [generator.run(prompt) for prompt in prompts]
-            assert [r.sequences for r in together] == [r.sequences for r in alone], name
+            assert texts_of(together) == texts_of(alone), name
+            # A float32 row's log-probabilities beside others: the same within float rounding.
+            assert logprobs_of(together) == pytest.approx(logprobs_of(alone), abs=1e-6), name
             assert len({r.seed for r in together}) == 1
+
+
+def texts_of(results):
+    return [[(s.text, s.token_ids, s.finish_reason) for s in r.sequences] for r in results]
+
+
+def logprobs_of(results):
+    return [t.logprob for r in results for s in r.sequences for t in s.logprobs or []]
 
 
 def test_a_prompt_that_starts_with_the_end_of_text_keeps_every_new_token(
@@ -330,7 +341,7 @@ def test_batch_stats_count_rows_and_the_engines_cap(tiny_model_dir, tiny_ov_dir)
     heard = []
     params = GenerationParams(do_sample=True, seed=1, num_return_sequences=3, max_new_tokens=3)
     generator.generate(TITLE, params, on_token=lambda *_: heard.append(generator.batch_stats()))
-    assert heard[0] == {"rows_running": 3, "rows_waiting": 0, "max_rows": 4}
+    assert heard[0] == {"rows_running": 3, "rows_waiting": 0, "max_rows": 16}
     assert generator.batch_stats()["rows_running"] == 0
 
 
@@ -380,8 +391,8 @@ def test_full_size_prompt_logprobs_are_transformers_log_softmax(full_size_model_
 
 
 def test_engine_kinds_declare_features_without_loading():
-    assert engines.OPENVINO.features == engines.ENGINES["openvino"].features
-    assert "prompt_logprobs" not in engines.OPENVINO.features
+    assert engines.CTRANSLATE2.features == engines.ENGINES["ctranslate2"].features
+    assert "logit_bias" not in engines.CTRANSLATE2.features
 
 
 def test_ctranslate2_serves_concurrent_greedy_calls_in_one_batch(tiny_ct2_float32_dir,

@@ -26,6 +26,8 @@ class EngineKind:
     # What it implements of seam.FEATURES: known without loading, so a request asking for
     # another is refused before it queues. The engine's own `features` is this set.
     features: frozenset[str] = frozenset()
+    # Concurrent requests decode in shared steps, up to a row cap (load's max_rows).
+    batches: bool = False
 
     def installed(self) -> bool:
         return all(importlib.util.find_spec(lib) is not None for lib in self.libraries)
@@ -57,8 +59,7 @@ CTRANSLATE2 = EngineKind(
 )
 OPENVINO = EngineKind(
     "openvino", "openvino", ("openvino",), ("openvino_model.xml",), ("int8", "float32"),
-    # prompt_logprobs needs every position's logits, which the export doesn't give (yet).
-    FEATURES - {"prompt_logprobs"},
+    FEATURES, batches=True,
 )
 ENGINES = {kind.name: kind for kind in (OPENVINO, CTRANSLATE2, TRANSFORMERS)}
 # `auto` serves a transformers model with the first of these that is installed, prepared once:
@@ -75,13 +76,21 @@ def kind_of(path: Path) -> EngineKind | None:
 
 
 def load(kind: EngineKind, model_dir: Path, *, threads: int, compute_type: str,
-         tokenizer: Tokenizer | None = None) -> Engine:
+         tokenizer: Tokenizer | None = None, max_rows: int | None = None) -> Engine:
     """Load `kind` from `model_dir`; `tokenizer`, the caller's copy of the model's own, spares
-    the engine reading it again (it needs the special tokens' ids)."""
+    the engine reading it again (it needs the special tokens' ids). `max_rows` caps a batching
+    engine's rows (None: its own default)."""
     if tokenizer is None:
         tokenizer = load_tokenizer(model_dir)
+    options = {"max_rows": max_rows} if kind.batches and max_rows is not None else {}
     return kind.module_().load(model_dir, threads=threads, compute_type=compute_type,
-                               tokenizer=tokenizer)
+                               tokenizer=tokenizer, **options)
+
+
+def batches(name: str) -> bool:
+    """Does engine `name` (or `auto`'s choice here) decode concurrent requests together?"""
+    kind = ENGINES.get(name) or next((k for k in PREFERRED if k.installed()), None)
+    return kind is not None and kind.batches
 
 
 def prepare(kind: EngineKind, source_dir: Path, out_dir: Path, *, weight_format: str,

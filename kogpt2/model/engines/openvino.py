@@ -11,19 +11,22 @@ Serving needs `openvino` and numpy only: no torch, no transformers. `prepare` (t
 imports torch, transformers and nncf inside itself.
 """
 
+import collections
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..params import MAX_RETURN_SEQUENCES
+from .. import sampling
 from ..sampling import RowSampler
 from ..seam import (
     EngineRequest,
     EngineResult,
     ModelLoadError,
-    Turns,
+    TokenLogprob,
     finish,
     refuse_unless,
     short_reason,
@@ -59,8 +62,17 @@ PROPERTIES = {
     },
 }
 ALIASES = {"float32": "f32", "bfloat16": "bf16"}
-INPUTS = {"input_ids", "attention_mask", "beam_idx"}
+INPUTS = {"input_ids", "attention_mask", "position_ids", "beam_idx"}
 CONVERT_HINT = "python scripts/convert.py SRC OUT --engine openvino"
+# Rows that decode in one step, all requests together (KOGPT2_MAX_BATCH_ROWS): 16 measured
+# best on 2 cores (README, "Many at once").
+MAX_ROWS = 16
+# The cache grows a slot per step for every row until the batch empties. A request joins a
+# running batch only while its title and new tokens fit in this many slots (16 rows of 512
+# slots: ~150 MB of u8 cache); else it waits for the batch to empty.
+CACHE_SLOTS = 512
+# A longer title waits for the batch to empty and is read in one step, not a token a step.
+JOIN_MAX_PROMPT = 64
 
 
 def is_own_format(path: Path) -> bool:
@@ -69,7 +81,8 @@ def is_own_format(path: Path) -> bool:
     return (path / MODEL_XML).is_file() and (path / MODEL_BIN).is_file()
 
 
-def load(model_dir: Path, *, threads: int, compute_type: str, tokenizer) -> "OpenVINOEngine":
+def load(model_dir: Path, *, threads: int, compute_type: str, tokenizer,
+         max_rows: int = MAX_ROWS) -> "OpenVINOEngine":
     model_dir = Path(model_dir)
     compute_type = ALIASES.get(compute_type, compute_type)
     if compute_type != "default" and compute_type not in PROPERTIES:
@@ -112,93 +125,296 @@ def load(model_dir: Path, *, threads: int, compute_type: str, tokenizer) -> "Ope
     ran = compute_type
     if compute_type == "bf16":  # asked of a CPU without bf16, it runs f32: say what runs
         ran = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-    return OpenVINOEngine(compiled, eos, f"{weight_format} weights, {ran} compute")
+    return OpenVINOEngine(compiled, eos, f"{weight_format} weights, {ran} compute",
+                          max_rows=max_rows)
 
 
 class OpenVINOEngine:
+    """Continuous batching: every running request's rows decode together, a token a row a step.
+
+    A scheduler thread runs the model while there is work. A request that comes while others
+    run joins at the next step: it reads its title one token per step beside their decoding
+    (the cache slots before it are masked for it, its positions count from 0), then decodes
+    with them; a finished row leaves at once. Each row keeps its own sampler (penalty over its
+    own title and tokens, its own seeded stream), stop ids, deadline, cancel and listener, so
+    what a row writes doesn't depend on what shares its steps. An empty batch starts afresh:
+    the titles waiting then are read in one step, left-padded.
+    """
+
     name = NAME
     features = OPENVINO.features
-    # One request's rows decode together (num_return_sequences); requests take turns.
-    max_rows = MAX_RETURN_SEQUENCES
 
-    def __init__(self, compiled, eos: int, compute_type: str):
+    def __init__(self, compiled, eos: int, compute_type: str, *, max_rows: int = MAX_ROWS):
         self.compute_type = compute_type
         self.eos_id = eos
-        # One infer request holds the attention cache of the generation that runs: one at a
-        # time. Each row's random stream is its own, so a seed never depends on others.
-        self._request = compiled.create_infer_request()
-        self._turns = Turns(self.max_rows)
+        self.max_rows = max_rows
+        self._request = compiled.create_infer_request()  # its state: every running row's cache
+        self._lock = threading.Lock()
+        self._waiting: collections.deque[_Job] = collections.deque()
+        self._jobs: list[_Job] = []  # admitted, in admission order
+        self._rows: list[_Row] = []  # the cache's rows, in order
+        self._slots = 0  # the cache's length: a slot per row per step since the reset
+        self._looping = False
 
     def stats(self) -> dict[str, int]:
-        return self._turns.stats()
-
-    def _step(self, input_ids: np.ndarray, length: int, beam: np.ndarray) -> np.ndarray:
-        """Feed one token per row (or the whole prompt); the rows' next-token logits, a copy.
-
-        `length` counts the tokens each row has seen so far, these ones included (it sizes the
-        attention mask, which is all ones: rows are never padded). `beam` picks, for each row,
-        which row of the cache it continues: finished rows drop out, and the prompt's one row
-        fans out to num_return_sequences rows.
-        """
-        rows = input_ids.shape[0]
-        self._request.infer(
-            {
-                "input_ids": input_ids,
-                "attention_mask": np.ones((rows, length), dtype=np.int64),
-                "beam_idx": beam,
-            },
-            share_inputs=True,
-        )
-        return self._request.get_tensor("logits").data.copy()  # the next infer reuses it
+        with self._lock:
+            return {"rows_running": sum(job.request.rows for job in self._jobs),
+                    "rows_waiting": sum(job.request.rows for job in self._waiting),
+                    "max_rows": self.max_rows}
 
     def generate(self, requests: list[EngineRequest]) -> list[EngineResult]:
         for request in requests:
             refuse_unless(self.name, self.features, request.params)
-        arrived = time.monotonic()
-        results = []
-        for request in requests:  # the export reads rows of one length: one prompt at a time
-            with self._turns.turn(request.rows) as started:
-                results.append(self._generate(request, waited_ms(arrived, started)))
-        return results
+        jobs = [_Job(request, self.eos_id) for request in requests]
+        with self._lock:
+            self._waiting.extend(jobs)
+            if not self._looping:
+                self._looping = True
+                threading.Thread(target=self._loop, name="openvino-batch", daemon=True).start()
+        for job in jobs:
+            job.done.wait()
+        for job in jobs:
+            if job.error is not None:
+                raise job.error
+        return [job.result for job in jobs]
 
-    def _generate(self, request: EngineRequest, queued_ms: int) -> EngineResult:
-        prompt_ids, max_new_tokens, watch = (request.prompt_ids, request.max_new_tokens,
-                                             request.watch)
-        rows = request.rows
-        samplers = [RowSampler(request.params, prompt_ids, eos_id=self.eos_id,
-                               seed=request.seed, choice=choice) for choice in range(rows)]
-        new: list[list[int]] = [[] for _ in range(rows)]
-        logprobs = [[] for _ in range(rows)] if request.params.logprobs is not None else None
-        active = list(range(rows))  # the sequences still going, in logits' row order
-        cache_rows = [0] * rows  # which row of the cache holds each active sequence
-        self._request.reset_state()
-        prompt = np.array([prompt_ids], dtype=np.int64)
-        # The title is read once; its one cache row then fans out to every sequence.
-        logits = self._step(prompt, len(prompt_ids), np.zeros(1, dtype=np.int32))
-        logits = np.repeat(logits, rows, axis=0)
-        for step in range(max_new_tokens):
-            for row_logits, row in zip(logits, active, strict=True):
-                token, logprob = samplers[row].choose(row_logits)
-                new[row].append(token)
-                if logprobs is not None:
-                    logprobs[row].append(logprob)
-            first = active[0] == 0
-            stop = watch.step(new[0][-1] if first else None,
-                              logprobs[0][-1] if first and logprobs is not None else None)
-            going = [i for i, row in enumerate(active) if not samplers[row].ends(new[row][-1])]
-            if stop or not going or step + 1 == max_new_tokens:
+    # --- on the scheduler thread ---
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                newcomers = self._admit()
+                if not newcomers and not self._rows:
+                    self._looping = False  # the next generate() starts another
+                    return
+            try:
+                if self._rows:
+                    self._decode(newcomers)
+                else:
+                    self._prefill(newcomers)
+            except Exception as exc:  # fails what runs; what waits starts afresh
+                with self._lock:
+                    failed, self._jobs, self._rows = self._jobs, [], []
+                for job in failed:
+                    job.fail(exc)
+
+    def _admit(self) -> list["_Job"]:
+        """The waiting jobs that join now, in arrival order (the lock held). One that can't
+        join yet holds those behind it: nobody is passed over for good."""
+        for job in list(self._waiting):
+            if job.expired():  # cancelled, or out of time, while waiting
+                self._waiting.remove(job)
+                job.finish()
+        running = sum(job.request.rows for job in self._jobs)
+        fresh = not self._rows
+        newcomers: list[_Job] = []
+        longest = 0  # a fresh batch's first step is as wide as its longest title
+        while self._waiting:
+            request = self._waiting[0].request
+            length = len(request.prompt_ids)
+            if running + request.rows > self.max_rows and (running or newcomers):
                 break
-            last = np.array([[new[active[i]][-1]] for i in going], dtype=np.int64)
-            beam = np.array([cache_rows[i] for i in going], dtype=np.int32)
-            logits = self._step(last, len(prompt_ids) + step + 1, beam)
-            active = [active[i] for i in going]  # a finished sequence's row drops out
-            cache_rows = list(range(len(active)))
+            if fresh:
+                if newcomers and max(longest, length) + request.max_new_tokens > CACHE_SLOTS:
+                    break
+                longest = max(longest, length)
+            elif (length > JOIN_MAX_PROMPT
+                  or self._slots + length + request.max_new_tokens > CACHE_SLOTS):
+                break  # it waits for the batch to empty, then reads its title in one step
+            job = self._waiting.popleft()
+            job.admitted()
+            newcomers.append(job)
+            running += request.rows
+        self._jobs.extend(newcomers)
+        return newcomers
+
+    def _prefill(self, jobs: list["_Job"]) -> None:
+        """A fresh batch: every title in one step, left-padded (pads are masked)."""
+        self._request.reset_state()
+        width = max(len(job.request.prompt_ids) for job in jobs)
+        input_ids = np.zeros((len(jobs), width), dtype=np.int64)
+        positions = np.zeros_like(input_ids)
+        mask = np.zeros_like(input_ids)
+        rows = []
+        for i, job in enumerate(jobs):
+            prompt = job.request.prompt_ids
+            pad = width - len(prompt)
+            input_ids[i, pad:] = prompt
+            positions[i, pad:] = np.arange(len(prompt))
+            mask[i, pad:] = 1
+            job.fed = len(prompt)
+            rows.append(_Row(job, None, cache=i, joined_at=pad, position=len(prompt)))
+        logits = self._infer(input_ids, mask, positions, np.arange(len(jobs), dtype=np.int32))
+        self._rows, self._slots = rows, width
+        for i, row in enumerate(rows):
+            if row.job.scores is not None:  # position pad + k scores the title's token k + 1
+                row.job.scores = sampling.prompt_logprobs(
+                    logits[i, row.joined_at:], row.job.request.prompt_ids,
+                    row.job.request.params.prompt_logprobs)
+        self._advance(logits[:, -1])
+
+    def _decode(self, newcomers: list["_Job"]) -> None:
+        """One step: each row feeds one token, its title's next or its own last."""
+        for job in newcomers:  # cache row 0 stands in: every slot of it is masked for them
+            self._rows.append(_Row(job, None, cache=0, joined_at=self._slots, position=0))
+        rows = self._rows
+        input_ids = np.array([[row.feed()] for row in rows], dtype=np.int64)
+        positions = np.array([[row.position - 1] for row in rows], dtype=np.int64)
+        joined = np.array([row.joined_at for row in rows])
+        mask = (np.arange(self._slots + 1)[None, :] >= joined[:, None]).astype(np.int64)
+        beam = np.array([row.cache for row in rows], dtype=np.int32)
+        logits = self._infer(input_ids, mask, positions, beam)
+        self._slots += 1
+        for i, row in enumerate(rows):
+            job = row.job
+            if row.reading and job.scores is not None and job.fed < len(job.request.prompt_ids):
+                job.score(logits[i, -1])
+        self._advance(logits[:, -1])
+
+    def _advance(self, logits: np.ndarray) -> None:
+        """After a step: titles read in full fan out to their sequences, sequences choose their
+        next token, and finished jobs leave with their rows."""
+        kept: list[_Row] = []
+        for i, row in enumerate(self._rows):
+            row.cache = i
+            job = row.job
+            if not row.reading:
+                row.token = job.choose(row.choice, logits[i].copy())
+                kept.append(row)
+            elif job.fed < len(job.request.prompt_ids):
+                kept.append(row)
+            elif job.request.max_new_tokens > 0:
+                for choice in range(job.request.rows):  # they all continue this cache row
+                    token = job.choose(choice, logits[i].copy())
+                    kept.append(_Row(job, choice, cache=i, joined_at=row.joined_at,
+                                     position=row.position, token=token))
+        for job in self._jobs:
+            try:
+                if job.stepped():
+                    job.finish()
+            except Exception as exc:  # a listener's failure fails its own job only
+                job.fail(exc)
+        with self._lock:
+            self._jobs = [job for job in self._jobs if not job.done.is_set()]
+        self._rows = [row for row in kept if row.going]
+
+    def _infer(self, input_ids, mask, positions, beam) -> np.ndarray:
+        """One model call; every position's logits, a copy (the next call reuses the buffer)."""
+        self._request.infer(
+            {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions,
+             "beam_idx": beam},
+            share_inputs=True,
+        )
+        return self._request.get_tensor("logits").data.copy()
+
+
+class _Job:
+    """One request in the batch: its rows' samplers, tokens and log-probabilities, its title's
+    scores, and how it ended."""
+
+    def __init__(self, request: EngineRequest, eos: int):
+        params = request.params
+        self.request, self.eos = request, eos
+        self.arrived = time.monotonic()
+        self.queued_ms = 0
+        self.fed = 0  # title tokens read
+        self.samplers = [RowSampler(params, request.prompt_ids, eos_id=eos, seed=request.seed,
+                                    choice=choice) for choice in range(request.rows)]
+        self.new: list[list[int]] = [[] for _ in range(request.rows)]
+        self.logprobs = ([[] for _ in range(request.rows)] if params.logprobs is not None
+                         else None)
+        self.ended = [False] * request.rows
+        self.scores: list[TokenLogprob | None] | None = (
+            [None] if params.prompt_logprobs is not None else None)
+        self._first: tuple[int, TokenLogprob | None] | None = None  # row 0's choice this step
+        self.done = threading.Event()
+        self.result: EngineResult | None = None
+        self.error: BaseException | None = None
+
+    def admitted(self) -> None:
+        self.queued_ms = waited_ms(self.arrived, time.monotonic())
+
+    def expired(self) -> bool:
+        return self.scores is None and self.request.watch.step()
+
+    def score(self, logits: np.ndarray) -> None:
+        """After title token k was read: the log-probability of token k + 1."""
+        token = self.request.prompt_ids[self.fed]
+        logprobs = sampling.log_softmax(np.asarray(logits, dtype=np.float32))
+        top = sampling.best(logprobs, self.request.params.prompt_logprobs)
+        self.scores.append(TokenLogprob(token, float(logprobs[token]), top))
+
+    def choose(self, choice: int, logits: np.ndarray) -> int:
+        token, logprob = self.samplers[choice].choose(logits)
+        self.new[choice].append(token)
+        if self.logprobs is not None:
+            self.logprobs[choice].append(logprob)
+        self.ended[choice] = self.samplers[choice].ends(token)
+        if choice == 0:
+            self._first = (token, logprob)
+        return token
+
+    def stepped(self) -> bool:
+        """After a step: tell the watch, and say whether this job is over."""
+        request = self.request
+        if self.fed < len(request.prompt_ids) or request.max_new_tokens == 0:
+            # Reading its title: a scoring job reads it whole (its scores are its answer).
+            if request.max_new_tokens == 0 and self.fed == len(request.prompt_ids):
+                return True
+            return self.scores is None and request.watch.step()
+        first, self._first = self._first, None
+        stop = request.watch.step(*first) if first else request.watch.step()
+        written = max(len(ids) for ids in self.new)
+        return stop or all(self.ended) or written >= request.max_new_tokens
+
+    def finish(self) -> None:
+        request = self.request
         outputs = [
-            finish(ids, samplers[row].end_ids, max_new_tokens, watch,
-                   logprobs[row] if logprobs is not None else None, self.eos_id)
-            for row, ids in enumerate(new)
+            finish(ids, sampler.end_ids, request.max_new_tokens, request.watch,
+                   self.logprobs[choice] if self.logprobs is not None else None, self.eos)
+            for choice, (ids, sampler) in enumerate(zip(self.new, self.samplers, strict=True))
         ]
-        return EngineResult(outputs, None, queued_ms)
+        self.result = EngineResult(outputs, self.scores, self.queued_ms)
+        self.done.set()
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self.done.set()
+
+
+@dataclass(eq=False)
+class _Row:
+    """A row of the cache: a job's title being read (`choice` None), or one of its sequences.
+    `cache`: the row of the last step's cache it continues; `joined_at`: the slot of its first
+    token (those before are masked for it); `position`: how many tokens it has fed; `token`:
+    its last choice."""
+
+    job: _Job
+    choice: int | None
+    cache: int
+    joined_at: int
+    position: int
+    token: int = -1
+
+    @property
+    def reading(self) -> bool:
+        return self.choice is None
+
+    @property
+    def going(self) -> bool:
+        if self.job.done.is_set():
+            return False
+        return self.reading or not self.job.ended[self.choice]
+
+    def feed(self) -> int:
+        """The token this row feeds now."""
+        if self.reading:
+            token = self.job.request.prompt_ids[self.job.fed]
+            self.job.fed += 1
+        else:
+            token = self.token
+        self.position += 1
+        return token
 
 
 # --- export: transformers directory -> OpenVINO directory (needs torch, transformers, nncf) ---
@@ -261,8 +477,9 @@ def check_config(config) -> None:
 
 
 def convert(model):
-    """GPT2LMHeadModel -> stateful OpenVINO model: input_ids, attention_mask, beam_idx in,
-    the last position's logits out, the attention cache kept in OpenVINO variables."""
+    """GPT2LMHeadModel -> stateful OpenVINO model: input_ids, attention_mask (over the cache's
+    slots and the new tokens), position_ids and beam_idx in, every position's logits out, the
+    attention cache kept in OpenVINO variables."""
     import openvino as ov
     import torch
 
@@ -279,15 +496,18 @@ def convert(model):
             super().__init__()
             self.gpt2 = model
 
-        def forward(self, input_ids, attention_mask, *past):
+        def forward(self, input_ids, attention_mask, position_ids, *past):
             body = self.gpt2.transformer
             batch, new = input_ids.shape
-            seen = attention_mask.shape[1]  # cached + new tokens
-            positions = torch.arange(new) + (seen - new)
-            x = body.wte(input_ids) + body.wpe(positions)
-            # Causal over cache + new tokens (bottom-right aligned), and the padding mask.
-            mask = (torch.arange(seen)[None, :] <= positions[:, None])[None, None]
-            mask = mask & attention_mask.bool()[:, None, None, :]
+            seen = attention_mask.shape[1]  # cache slots + new tokens
+            x = body.wte(input_ids) + body.wpe(position_ids)  # each row counts its own
+            # Causal over the cache's slots + the new tokens (bottom-right aligned), within each
+            # row's own slots (attention_mask: rows join a batch late, titles are left-padded).
+            # A slot always sees itself, so a pad's row stays finite (no softmax over nothing).
+            slots = torch.arange(seen)[None, :]
+            here = (torch.arange(new) + (seen - new))[:, None]
+            mask = ((slots <= here)[None, None] & attention_mask.bool()[:, None, None, :]) | (
+                slots == here)[None, None]
             present = []
             for i, block in enumerate(body.h):
                 q, k, v = block.attn.c_attn(block.ln_1(x)).split(width, dim=2)
@@ -300,23 +520,26 @@ def convert(model):
                 out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
                 x = x + block.attn.c_proj(out.transpose(1, 2).reshape(batch, new, width))
                 x = x + block.mlp(block.ln_2(x))
-            # Only the last position's logits: the prompt's other rows would be 51,200 wide each.
-            return (self.gpt2.lm_head(body.ln_f(x[:, -1, :])), *present)
+            # Every position's logits: a title's scores (prompt logprobs) come from one step.
+            return (self.gpt2.lm_head(body.ln_f(x)), *present)
 
     cache = [f"{kind}.{i}" for i in range(layers) for kind in ("key", "value")]
     example = (
         torch.tensor([[1, 2, 3]]),
         torch.ones(1, 5, dtype=torch.long),
+        torch.tensor([[2, 3, 4]]),
         *[torch.zeros(1, heads, 2, head) for _ in cache],
     )
     inputs = [
+        (ov.PartialShape([-1, -1]), ov.Type.i64),
         (ov.PartialShape([-1, -1]), ov.Type.i64),
         (ov.PartialShape([-1, -1]), ov.Type.i64),
         *[(ov.PartialShape([-1, heads, -1, head]), ov.Type.f32) for _ in cache],
     ]
     with torch.no_grad():
         ov_model = ov.convert_model(Decoder().eval(), example_input=example, input=inputs)
-    for port, name in zip(ov_model.inputs, ["input_ids", "attention_mask"] + cache, strict=True):
+    names = ["input_ids", "attention_mask", "position_ids"] + cache
+    for port, name in zip(ov_model.inputs, names, strict=True):
         port.get_tensor().set_names({name})
     for port, name in zip(ov_model.outputs, ["logits"] + [f"present.{n}" for n in cache],
                           strict=True):
