@@ -1,26 +1,24 @@
 """gunicorn settings for serving locally: `gunicorn app:app` reads this file.
 
-Chosen from bench/serving.py on 2 cores (README, "Serving under load"), full-size
-stand-in, 20 new tokens per request, 4 clients:
-  1 worker,  KOGPT2_MAX_CONCURRENCY=1: 1.10 answers/s, p95 3.9 s, /health max 8 ms, 0.9 GB
-  1 worker,  KOGPT2_MAX_CONCURRENCY=2: 1.13 answers/s, p95 3.8 s (the engine runs one at a time)
-  2 workers, 1 torch thread each:      1.25 answers/s, p95 4.8 s, 1.8 GB (two models)
+Chosen from bench/serving.py on 2 cores, full-size stand-in (docs/operations.md, "Many at
+once"): one worker, whose openvino engine decodes every running request in shared steps (8 at
+once: 4.3x the tokens/s of one at a time). A second worker would hold a second model and split
+the same two cores.
 """
 
 import os
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
-# One worker holds one model (~0.9 GB) and uses both cores; a second doubles memory for
-# little more throughput and a worse p95.
+# One worker holds one model (~430 MB, openvino int8) and uses both cores; a second doubles
+# memory and splits the same cores.
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_class = "gthread"
-# Threads only wait: 1 generates (KOGPT2_MAX_CONCURRENCY), up to 8 queue for it
-# (KOGPT2_QUEUE_SIZE), and the rest answer /health, /info and instant 429s meanwhile.
-# A stream ("stream": true) counts as the generating one: its generation runs on a thread of
-# its own (outside this pool) that stops at the time budget or within a token of the client
-# going away, and the pool's thread only writes its events, so it is held no longer than a
-# plain request's. Still 1 + 8 + 3, with nothing more to reserve.
-threads = 12
+# Threads mostly wait: up to 16 generate together (KOGPT2_MAX_CONCURRENCY, by default the
+# openvino engine's row cap, KOGPT2_MAX_BATCH_ROWS), up to 8 queue for a place
+# (KOGPT2_QUEUE_SIZE), and the rest answer /health, /info and instant 429s meanwhile. A stream's
+# generation runs on a thread of its own (outside this pool) that stops at the time budget or
+# within a token of the client going away; the pool's thread only writes its events.
+threads = 28
 # gthread's main loop heartbeats while a thread generates, so this only catches a stuck worker;
 # a cold start (imports + load) measured 3–13 s.
 timeout = 30

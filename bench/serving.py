@@ -1,110 +1,244 @@
 #!/usr/bin/env python3
-"""Measure the service under gunicorn on 127.0.0.1: latency, throughput, 429s, /health, RSS.
+"""Many at once: the service under gunicorn on 127.0.0.1, at 1, 2, 4, 8 and 16 concurrent clients.
 
-The numbers behind gunicorn.conf.py and KOGPT2_MAX_CONCURRENCY's default:
+Each client streams /v1/completions, one request after another: a title of its own, greedy, 64
+new tokens (`ignore_eos`), usage in the last chunk. Per level: output tokens/s, time to first
+token and inter-token latency (p50 / p95 over requests; a request's ITL is its (last token -
+first token) / (tokens - 1), as guidellm counts it), peak RSS of the worker, and how many
+answers are the text the same title gets alone (int8 computes a row a little differently
+beside others). The same run repeats a level with requests taking turns
+(KOGPT2_MAX_CONCURRENCY=1, the engine's behaviour before continuous batching), for the ratio.
 
-    python bench/serving.py --model /tmp/kogpt2-full --clients 4 --requests 3 \\
-        --max-new-tokens 20 --workers 1 --threads 8 --env KOGPT2_MAX_CONCURRENCY=2
+    python bench/serving.py                       # full-size stand-in, 2 threads
+    python bench/serving.py --levels 1,8 --env KOGPT2_MAX_BATCH_ROWS=8
+
+It writes a table (Markdown) to stdout, JSON to artifacts/serving.json and a plot to
+artifacts/serving.png.
 """
 
 import argparse
+import http.client
 import json
-import statistics
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))
 
 from local_server import LocalServer  # noqa: E402
 
-TITLE = "근육이 커지기 위해서는"
-
-
-def call(url, body=None, timeout=60):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    started = time.monotonic()
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:
-            response.read()
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-    return status, time.monotonic() - started
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+# Titles of different lengths, so rows of a batch differ as real requests do.
+TITLES = [
+    "근육이 커지기 위해서는", "오늘 아침 서울의 날씨는", "바다가 보이는 작은 마을에서",
+    "인공지능이 바꾸는 미래의 직업", "김치찌개를 맛있게 끓이는 방법", "가을", "우리 동네 도서관",
+    "겨울 산행을 준비할 때 꼭 챙겨야 할 것들", "첫 출근 날", "한국의 전통 음악",
+    "기차 여행의 즐거움", "아이들과 함께하는 주말", "건강한 식습관", "밤하늘의 별을 보며",
+    "새로운 언어를 배우는 일", "고양이와 함께 사는 법",
+]
 
 
 def percentile(values, q):
     values = sorted(values)
-    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))] if values else None
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--requests", type=int, default=3, help="per client")
-    parser.add_argument("--max-new-tokens", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
-    args = parser.parse_args()
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
-    env = {"KOGPT2_MODEL": args.model, "KOGPT2_ENGINE": "transformers"}
-    env.update(item.split("=", 1) for item in args.env)
-    server = LocalServer(env, "--workers", str(args.workers), "--threads", str(args.threads),
-                         quiet=True).start()
-    base = server.base
+
+def stream(base: str, title: str, max_tokens: int, model: str) -> dict:
+    """One streamed completion: its text, token count and the times of its chunks."""
+    url = urlsplit(base)
+    body = json.dumps({
+        "model": model, "prompt": title, "max_tokens": max_tokens, "temperature": 0,
+        "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
+    })
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+    started = time.monotonic()
+    connection.request("POST", url.path + "/v1/completions", body,
+                       {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    if response.status != 200:
+        print(f"  {response.status}: {response.read()[:200]!r}", file=sys.stderr)
+        return {"status": response.status}
+    text, times, tokens = [], [], None
+    for raw in response:
+        line = raw.decode().strip()
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        event = json.loads(line[6:])
+        if event.get("choices"):
+            times.append(time.monotonic())
+            text.append(event["choices"][0]["text"])
+        if event.get("usage"):
+            tokens = event["usage"]["completion_tokens"]
+    connection.close()
+    ttft = times[0] - started
+    itl = (times[-1] - times[0]) / (tokens - 1) if tokens and tokens > 1 else None
+    return {"status": 200, "text": "".join(text), "tokens": tokens, "ttft": ttft, "itl": itl}
+
+
+def level(base: str, model: str, clients: int, per_client: int, max_tokens: int, pid: int,
+          alone: dict[str, str] | None) -> dict:
+    results: list[tuple[str, dict]] = []
+    lock, stop, peak = threading.Lock(), threading.Event(), [0.0]
+
+    def client(k: int) -> None:
+        for j in range(per_client):
+            title = TITLES[(k * per_client + j) % len(TITLES)]
+            outcome = stream(base, title, max_tokens, model)
+            with lock:
+                results.append((title, outcome))
+
+    def sample_rss() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_mb(pid))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample_rss)
+    sampler.start()
+    started = time.monotonic()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.monotonic() - started
+    stop.set()
+    sampler.join()
+    ok = [outcome for _, outcome in results if outcome["status"] == 200]
+    ttft = [o["ttft"] * 1000 for o in ok]
+    itl = [o["itl"] * 1000 for o in ok if o["itl"] is not None]
+    same = None
+    if alone is not None:
+        same = sum(1 for title, o in results if o["status"] == 200 and o["text"] == alone[title])
+    return {
+        "clients": clients, "requests": len(results), "ok": len(ok),
+        "tokens_per_s": sum(o["tokens"] for o in ok) / wall,
+        "ttft_p50_ms": percentile(ttft, 0.5), "ttft_p95_ms": percentile(ttft, 0.95),
+        "itl_p50_ms": percentile(itl, 0.5), "itl_p95_ms": percentile(itl, 0.95),
+        "peak_rss_mb": peak[0], "same_as_alone": same,
+        "texts": {title: o["text"] for title, o in results if o["status"] == 200},
+    }
+
+
+def serve(model: str, threads: int, env: dict[str, str]) -> LocalServer:
+    environment = {"KOGPT2_MODEL": model, "KOGPT2_THREADS": str(threads),
+                   "KOGPT2_CACHE_DIR": str(ROOT / "models" / "bench-cache"), **env}
+    return LocalServer(environment, "--threads", "40", quiet=True, ready_s=600).start()
+
+
+def run(args, env: dict[str, str], levels: list[int], alone: dict | None) -> list[dict]:
+    server = serve(args.model, args.threads, env)
     try:
-        body = {"text": TITLE, "max_new_tokens": args.max_new_tokens, "repetition_penalty": 1.0}
-        started = time.monotonic()
-        call(f"{base}/generate", {"text": TITLE, "max_new_tokens": 1})  # warm every worker...
-        for _ in range(args.workers - 1):
-            call(f"{base}/generate", {"text": TITLE, "max_new_tokens": 1})
-        warm_s = time.monotonic() - started
-
-        health, stop = [], threading.Event()
-
-        def probe_health():
-            while not stop.is_set():
-                health.append(call(f"{base}/health", timeout=30)[1])
-                time.sleep(0.2)
-
-        prober = threading.Thread(target=probe_health)
-        prober.start()
-        started = time.monotonic()
-        with ThreadPoolExecutor(args.clients) as pool:
-            results = list(pool.map(lambda _: call(f"{base}/generate", body, timeout=60),
-                                    range(args.clients * args.requests)))
-        elapsed = time.monotonic() - started
-        stop.set()
-        prober.join()
-        ok = [t for s, t in results if s == 200]
-        print(json.dumps({
-            "workers": args.workers, "threads": args.threads, "env": args.env,
-            "clients": args.clients, "requests": len(results),
-            "statuses": {str(s): sum(1 for r, _ in results if r == s) for s, _ in results},
-            "first_answer_s": round(warm_s, 2),
-            "p50_s": round(statistics.median(ok), 2) if ok else None,
-            "p95_s": round(percentile(ok, 0.95), 2) if ok else None,
-            "ok_per_s": round(len(ok) / elapsed, 2),
-            "health_max_ms": round(max(health) * 1000, 1) if health else None,
-            "worker_rss_mb": [round(rss_mb(pid)) for pid in server.worker_pids()],
-        }))
+        [pid] = server.worker_pids()
+        with urllib.request.urlopen(f"{server.base}/v1/models", timeout=600) as response:
+            model = json.load(response)["data"][0]["id"]
+        stream(server.base, TITLES[0], 4, model)  # loads (a first run prepares) the model
+        rows = []
+        for clients in levels:
+            per_client = max(2, args.requests // clients)
+            row = level(server.base, model, clients, per_client, args.max_new_tokens, pid, alone)
+            rows.append(row)
+            if alone is None and clients == 1:
+                alone = row["texts"]
+            print(f"  {clients} at once: {row['tokens_per_s']:.0f} tokens/s", file=sys.stderr)
+        return rows
     finally:
         server.stop()
+
+
+def table(rows: list[dict], base: float) -> str:
+    lines = ["| requests at once | mode | output tokens/s | × one at a time | TTFT p50 / p95 ms "
+             "| ITL p50 / p95 ms | peak RSS MB | same text as alone |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        same = f"{row['same_as_alone']}/{row['ok']}" if row["same_as_alone"] is not None else "–"
+        lines.append(
+            f"| {row['clients']} | {row['mode']} | {row['tokens_per_s']:.0f} "
+            f"| {row['tokens_per_s'] / base:.2f} "
+            f"| {row['ttft_p50_ms']:.0f} / {row['ttft_p95_ms']:.0f} "
+            f"| {row['itl_p50_ms']:.1f} / {row['itl_p95_ms']:.1f} | {row['peak_rss_mb']:.0f} "
+            f"| {same} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for mode, marker in (("batched", "o"), ("turns", "s")):
+        mine = [r for r in rows if r["mode"] == mode]
+        if not mine:
+            continue
+        x = [r["clients"] for r in mine]
+        left.plot(x, [r["tokens_per_s"] for r in mine], marker=marker, label=mode)
+        right.plot(x, [r["itl_p50_ms"] for r in mine], marker=marker, label=f"{mode} p50")
+        right.plot(x, [r["itl_p95_ms"] for r in mine], marker=marker, linestyle="--",
+                   label=f"{mode} p95")
+    left.set(xscale="log", xlabel="requests at once", ylabel="output tokens/s",
+             title="Throughput")
+    right.set(xscale="log", xlabel="requests at once", ylabel="ms", title="Inter-token latency")
+    for axis in (left, right):
+        axis.set_xticks([1, 2, 4, 8, 16], labels=["1", "2", "4", "8", "16"])
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    path.parent.mkdir(exist_ok=True)
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(ROOT / "models" / "kogpt2-stand-in"),
+                        help="transformers directory (default: the full-size stand-in; "
+                        "bench/bench.py builds it)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--levels", default="1,2,4,8,16")
+    parser.add_argument("--requests", type=int, default=32, help="per level, at least 2 a client")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--turns-at", type=int, default=8,
+                        help="the level also run with requests taking turns (0: none)")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
+    args = parser.parse_args()
+    env = dict(item.split("=", 1) for item in args.env)
+    levels = [int(n) for n in args.levels.split(",")]
+    if not (Path(args.model) / "config.json").is_file():
+        from make_stand_in import make_stand_in
+
+        print(f"building the full-size stand-in in {args.model}", file=sys.stderr)
+        make_stand_in(Path(args.model), tiny=False)
+
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    print("continuous batching (default settings):", file=sys.stderr)
+    rows = [{**row, "mode": "batched"} for row in run(args, env, levels, None)]
+    alone = rows[0]["texts"] if levels[0] == 1 else None
+    if args.turns_at:
+        print("requests taking turns (KOGPT2_MAX_CONCURRENCY=1):", file=sys.stderr)
+        turns = run(args, {**env, "KOGPT2_MAX_CONCURRENCY": "1"}, [1, args.turns_at], alone)
+        rows += [{**row, "mode": "turns"} for row in turns]
+    load_after = Path("/proc/loadavg").read_text().split()[:3]
+    base = rows[0]["tokens_per_s"]
+    print(table(rows, base))
+    print(f"\n{args.threads} threads, {args.max_new_tokens} new tokens a request, greedy; "
+          f"load average before {' '.join(load_before)}, after {' '.join(load_after)}")
+    out = ROOT / "artifacts"
+    out.mkdir(exist_ok=True)
+    (out / "serving.json").write_text(json.dumps(
+        [{k: v for k, v in row.items() if k != "texts"} for row in rows], indent=1))
+    plot(rows, out / "serving.png")
+    print(f"plot: {out / 'serving.png'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

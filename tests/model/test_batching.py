@@ -16,8 +16,9 @@ from kogpt2.model.params import GenerationParams
 from kogpt2.model.seam import EngineRequest, Watch
 from kogpt2.model.vocab import load_tokenizer
 
-TITLES = ["근육이 커지기 위해서는", "오늘 아침 서울의 날씨는", "서울", "바다가 보이는 작은 마을에서"]
-# What differs between rows: greedy or sampled, the penalty, top-k/top-p, stop ids, n.
+TITLES = ["근육이 커지기 위해서는", "오늘 아침 서울의 날씨는", "서울",
+          "바다가 보이는 작은 마을에서"]
+# What differs between rows: greedy or sampled, the penalty, top-k/top-p, n, logprobs.
 KINDS = [
     GenerationParams(),
     GenerationParams(repetition_penalty=1.0),
@@ -75,7 +76,8 @@ def in_threads(engine, requests):
 
 def test_rows_with_different_parameters_in_one_batch_each_write_their_own_text(engine,
                                                                                   tokenizer):
-    requests = [request(tokenizer, title, params) for title, params in zip(TITLES, KINDS)]
+    requests = [request(tokenizer, title, params)
+                for title, params in zip(TITLES, KINDS, strict=True)]
     single: list = []
     expected = [alone(engine, req, results=single) for req in requests]
     for together in (engine.generate(requests), in_threads(engine, requests)):

@@ -154,3 +154,36 @@ def test_requests_over_the_limits_get_422_when_the_model_cant_load(
         assert "1024 positions" in assert_error(too_long, 422, "validation_error")
     assert_error(client.post("/generate", json={"text": TITLE}), 503, "model_unavailable")
     assert client.get("/info").get_json()["load_count"] == 0
+
+
+def test_the_default_slots_follow_the_engines_row_cap(make_app, tiny_model_dir, tiny_ov_dir):
+    """openvino decodes concurrent requests together: as many generate at once as it has rows,
+    and /info shows the engine's rows. transformers runs one at a time: one slot."""
+
+    def info(model_dir, engine, **more):
+        client = make_app(model=str(model_dir), engine=engine, **more).test_client()
+        assert client.post("/generate", json={"text": TITLE, "max_new_tokens": 1}).status_code \
+            == 200
+        return client.get("/info").get_json()
+
+    batched = info(tiny_ov_dir, "openvino")
+    assert batched["concurrency"]["max_concurrency"] == 16
+    assert batched["batch"] == {"rows_running": 0, "rows_waiting": 0, "max_rows": 16}
+    assert info(tiny_ov_dir, "openvino", MAX_BATCH_ROWS=4)["batch"]["max_rows"] == 4
+    assert info(tiny_ov_dir, "openvino", MAX_BATCH_ROWS=4)["concurrency"]["max_concurrency"] == 4
+    alone = info(tiny_model_dir, "transformers")
+    assert alone["concurrency"]["max_concurrency"] == 1 and alone["batch"]["max_rows"] == 1
+
+
+def test_beyond_the_row_cap_requests_queue_then_get_429(make_app, hold_the_slot, tiny_ov_dir):
+    app = make_app(model=str(tiny_ov_dir), engine="openvino", max_batch_rows=1, queue_size=0)
+    client = app.test_client()
+    short = {"text": TITLE, "max_new_tokens": 1}
+    assert client.post("/generate", json=short).status_code == 200
+    with hold_the_slot(app, lambda other: other.post("/generate", json=short).status_code) as held:
+        refused = client.post("/generate", json=short)
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert client.get("/info").get_json()["concurrency"] == {
+            "max_concurrency": 1, "queue_size": 0, "queue_timeout_s": 5.0, "running": 1,
+            "waiting": 0}
+    assert held == [200]

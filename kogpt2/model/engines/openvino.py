@@ -1,11 +1,13 @@
-"""The default CPU engine: KoGPT2 as a stateful OpenVINO model, decoded by a small numpy loop.
+"""The default CPU engine: KoGPT2 as a stateful OpenVINO model, decoded by a small numpy loop
+that runs every concurrent request's rows in shared steps (continuous batching).
 
 The model keeps its attention cache inside OpenVINO (a "stateful" model), so one step sends a
-token id in and gets one row of logits out. Choosing the next token stays here, in numpy, in
-transformers' order, so every knob means what it means on the reference engine. OpenVINO
-GenAI's C++ loop runs this same model as fast (measured: README, "Engines"), but 2026.4 refuses
-its per-token streamer, which is what checks the deadline and a cancel, when
-num_return_sequences > 1, and it would add openvino-genai and openvino-tokenizers to the image.
+token per row in and gets a row of logits out for each. Choosing the next token stays here, in
+numpy, in transformers' order, so every knob means what it means on the reference engine, row
+by row. OpenVINO GenAI's C++ loop runs this same model as fast at batch 1 (docs/engines.md),
+and its ContinuousBatchingPipeline batches too, but 2026.4 refuses its per-token streamer (what
+checks the deadline and a cancel) when num_return_sequences > 1, and it would add
+openvino-genai and openvino-tokenizers to the image.
 
 Serving needs `openvino` and numpy only: no torch, no transformers. `prepare` (the exporter)
 imports torch, transformers and nncf inside itself.
@@ -40,7 +42,7 @@ MODEL_XML = "openvino_model.xml"
 MODEL_BIN = "openvino_model.bin"
 WEIGHT_FORMATS = ("int8", "float32")
 # How the CPU computes: compile properties, by compute type (measured on the full-size stand-in:
-# README, "Engines"; bench/openvino_engine.py).
+# docs/engines.md; bench/openvino_engine.py).
 # - int8: int8 weights meet activations quantized to int8 on the fly (groups of 32), summed and
 #   normalized in f32, the attention cache in u8 (the plugin's defaults at f32 precision, set
 #   here so a new release can't change them). The default for int8 weights: 1.5x faster than
@@ -65,12 +67,14 @@ ALIASES = {"float32": "f32", "bfloat16": "bf16"}
 INPUTS = {"input_ids", "attention_mask", "position_ids", "beam_idx"}
 CONVERT_HINT = "python scripts/convert.py SRC OUT --engine openvino"
 # Rows that decode in one step, all requests together (KOGPT2_MAX_BATCH_ROWS): 16 measured
-# best on 2 cores (README, "Many at once").
+# best on 2 cores (docs/operations.md, "Many at once").
 MAX_ROWS = 16
-# The cache grows a slot per step for every row until the batch empties. A request joins a
-# running batch only while its title and new tokens fit in this many slots (16 rows of 512
-# slots: ~150 MB of u8 cache); else it waits for the batch to empty.
-CACHE_SLOTS = 512
+# The cache grows a slot per step for every row until the batch empties, and every step
+# attends over all of it, masked slots included: on 2 cores 8 rows take 10.6 ms a step at 20
+# slots, 15.4 at 128, 30.7 at 500. So a request joins a running batch only if it ends within
+# this many slots, or before the batch's longest request ends anyway; else it waits for the
+# batch to empty, and starts the next one.
+CACHE_SLOTS = 128
 # A longer title waits for the batch to empty and is read in one step, not a token a step.
 JOIN_MAX_PROMPT = 64
 
@@ -207,24 +211,26 @@ class OpenVINOEngine:
                 job.finish()
         running = sum(job.request.rows for job in self._jobs)
         fresh = not self._rows
+        # The slot where the running batch's last request ends at the latest.
+        horizon = max((job.ends_by for job in self._jobs), default=0)
         newcomers: list[_Job] = []
-        longest = 0  # a fresh batch's first step is as wide as its longest title
         while self._waiting:
             request = self._waiting[0].request
             length = len(request.prompt_ids)
             if running + request.rows > self.max_rows and (running or newcomers):
                 break
-            if fresh:
-                if newcomers and max(longest, length) + request.max_new_tokens > CACHE_SLOTS:
-                    break
-                longest = max(longest, length)
-            elif (length > JOIN_MAX_PROMPT
-                  or self._slots + length + request.max_new_tokens > CACHE_SLOTS):
+            ends_by = self._slots + length + request.max_new_tokens
+            if not fresh and (length > JOIN_MAX_PROMPT or ends_by > max(CACHE_SLOTS, horizon)):
                 break  # it waits for the batch to empty, then reads its title in one step
             job = self._waiting.popleft()
+            job.ends_by = ends_by
             job.admitted()
             newcomers.append(job)
             running += request.rows
+        if fresh and newcomers:  # each ends by its budget past the widest title
+            width = max(len(job.request.prompt_ids) for job in newcomers)
+            for job in newcomers:
+                job.ends_by = width + job.request.max_new_tokens
         self._jobs.extend(newcomers)
         return newcomers
 
@@ -251,7 +257,7 @@ class OpenVINOEngine:
                 row.job.scores = sampling.prompt_logprobs(
                     logits[i, row.joined_at:], row.job.request.prompt_ids,
                     row.job.request.params.prompt_logprobs)
-        self._advance(logits[:, -1])
+        self._advance(logits[:, -1].copy())
 
     def _decode(self, newcomers: list["_Job"]) -> None:
         """One step: each row feeds one token, its title's next or its own last."""
@@ -269,7 +275,7 @@ class OpenVINOEngine:
             job = row.job
             if row.reading and job.scores is not None and job.fed < len(job.request.prompt_ids):
                 job.score(logits[i, -1])
-        self._advance(logits[:, -1])
+        self._advance(logits[:, -1].copy())
 
     def _advance(self, logits: np.ndarray) -> None:
         """After a step: titles read in full fan out to their sequences, sequences choose their
@@ -299,13 +305,14 @@ class OpenVINOEngine:
         self._rows = [row for row in kept if row.going]
 
     def _infer(self, input_ids, mask, positions, beam) -> np.ndarray:
-        """One model call; every position's logits, a copy (the next call reuses the buffer)."""
+        """One model call; every position's logits, in the request's buffer (the next call
+        reuses it: copy what is kept)."""
         self._request.infer(
             {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions,
              "beam_idx": beam},
             share_inputs=True,
         )
-        return self._request.get_tensor("logits").data.copy()
+        return self._request.get_tensor("logits").data
 
 
 class _Job:
@@ -318,6 +325,7 @@ class _Job:
         self.arrived = time.monotonic()
         self.queued_ms = 0
         self.fed = 0  # title tokens read
+        self.ends_by = 0  # the cache slot it ends by at the latest, once admitted
         self.samplers = [RowSampler(params, request.prompt_ids, eos_id=eos, seed=request.seed,
                                     choice=choice) for choice in range(request.rows)]
         self.new: list[list[int]] = [[] for _ in range(request.rows)]

@@ -171,6 +171,11 @@ class InfoConcurrency(BaseModel):
     waiting: int
 
 
+class InfoBatch(BaseModel):
+    rows_running: int = Field(description="Sequences the engine is generating now.")
+    rows_waiting: int = Field(description="Sequences waiting in the engine for a place.")
+    max_rows: int | None = Field(description="Sequences that decode in one step, every "
+                                 "request's together (the engine's cap; null until loaded).")
 
 
 class ReadyResponse(BaseModel):
@@ -195,6 +200,7 @@ class InfoResponse(BaseModel):
     load_count: int = Field(description="Model loads in this process: 1 once loaded.")
     limits: InfoLimits
     concurrency: InfoConcurrency
+    batch: InfoBatch
     generation_defaults: dict[str, int | float] = Field(
         description="What a request leaves out takes: the server's generation settings "
         "(KOGPT2_GENERATION_CONFIG over the original handler's), the same for /generate, /v1 "

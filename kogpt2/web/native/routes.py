@@ -89,6 +89,7 @@ def service_info() -> dict:
             "max_batch_prompts": settings.max_batch_prompts,
         },
         "concurrency": get_limit().describe(),
+        "batch": generator.batch_stats(),
         "generation_defaults": service.generation_defaults(),
         "licences": service.licences(),
         "parameters": GenerateRequest.parameters_schema(),
