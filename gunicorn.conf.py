@@ -13,12 +13,12 @@ bind = os.environ.get("BIND", "127.0.0.1:8000")
 # memory and splits the same cores.
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_class = "gthread"
-# Threads mostly wait: up to 16 generate together (KOGPT2_MAX_CONCURRENCY, by default the
+# Threads mostly wait: up to 20 generate together (KOGPT2_MAX_CONCURRENCY, by default the
 # openvino engine's row cap, KOGPT2_MAX_BATCH_ROWS), up to 8 queue for a place
 # (KOGPT2_QUEUE_SIZE), and the rest answer /health, /info and instant 429s meanwhile. A stream's
 # generation runs on a thread of its own (outside this pool) that stops at the time budget or
 # within a token of the client going away; the pool's thread only writes its events.
-threads = 28
+threads = 32
 # gthread's main loop heartbeats while a thread generates, so this only catches a stuck worker;
 # a cold start (imports + load) measured 3–13 s.
 timeout = 30

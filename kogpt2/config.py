@@ -80,7 +80,7 @@ class Settings(BaseSettings):
         "max_batch_rows for an engine that batches concurrent requests (openvino), else 1.",
     )
     max_batch_rows: int = Field(
-        16, ge=1, le=64, description="Rows the openvino engine decodes in one step, every "
+        20, ge=1, le=64, description="Rows the openvino engine decodes in one step, every "
         "request's together (continuous batching); more wait in the engine's queue.",
     )
     queue_size: int = Field(8, ge=0, le=256, description="Requests that may wait for a slot.")

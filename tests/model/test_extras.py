@@ -341,7 +341,7 @@ def test_batch_stats_count_rows_and_the_engines_cap(tiny_model_dir, tiny_ov_dir)
     heard = []
     params = GenerationParams(do_sample=True, seed=1, num_return_sequences=3, max_new_tokens=3)
     generator.generate(TITLE, params, on_token=lambda *_: heard.append(generator.batch_stats()))
-    assert heard[0] == {"rows_running": 3, "rows_waiting": 0, "max_rows": 16}
+    assert heard[0] == {"rows_running": 3, "rows_waiting": 0, "max_rows": 20}
     assert generator.batch_stats()["rows_running"] == 0
 
 

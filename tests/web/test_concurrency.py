@@ -167,8 +167,8 @@ def test_the_default_slots_follow_the_engines_row_cap(make_app, tiny_model_dir, 
         return client.get("/info").get_json()
 
     batched = info(tiny_ov_dir, "openvino")
-    assert batched["concurrency"]["max_concurrency"] == 16
-    assert batched["batch"] == {"rows_running": 0, "rows_waiting": 0, "max_rows": 16}
+    assert batched["concurrency"]["max_concurrency"] == 20
+    assert batched["batch"] == {"rows_running": 0, "rows_waiting": 0, "max_rows": 20}
     assert info(tiny_ov_dir, "openvino", MAX_BATCH_ROWS=4)["batch"]["max_rows"] == 4
     assert info(tiny_ov_dir, "openvino", MAX_BATCH_ROWS=4)["concurrency"]["max_concurrency"] == 4
     alone = info(tiny_model_dir, "transformers")

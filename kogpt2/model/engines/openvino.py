@@ -66,9 +66,10 @@ PROPERTIES = {
 ALIASES = {"float32": "f32", "bfloat16": "bf16"}
 INPUTS = {"input_ids", "attention_mask", "position_ids", "beam_idx"}
 CONVERT_HINT = "python scripts/convert.py SRC OUT --engine openvino"
-# Rows that decode in one step, all requests together (KOGPT2_MAX_BATCH_ROWS): 16 measured
-# best on 2 cores (docs/operations.md, "Many at once").
-MAX_ROWS = 16
+# Rows that decode in one step, all requests together (KOGPT2_MAX_BATCH_ROWS): as many as a
+# /v1 batch's prompts (KOGPT2_MAX_BATCH_PROMPTS), so one batch decodes in one pass: 20 prompts
+# took 3.2x one prompt's time at 20 rows, 4.4x at 16 (docs/operations.md, "Many at once").
+MAX_ROWS = 20
 # The cache grows a slot per step for every row until the batch empties, and every step
 # attends over all of it, masked slots included: on 2 cores 8 rows take 10.6 ms a step at 20
 # slots, 15.4 at 128, 30.7 at 500. So a request joins a running batch only if it ends within
