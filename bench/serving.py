@@ -54,12 +54,13 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
-def stream(base: str, title: str, max_tokens: int, model: str) -> dict:
+def stream(base: str, title: str, max_tokens: int, model: str, ignore_eos: bool = True) -> dict:
     """One streamed completion: its text, token count and the times of its chunks."""
     url = urlsplit(base)
     body = json.dumps({
         "model": model, "prompt": title, "max_tokens": max_tokens, "temperature": 0,
-        "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
+        "repetition_penalty": 2.0, "stream": True, "stream_options": {"include_usage": True},
+        **({"ignore_eos": True} if ignore_eos else {}),
     })
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
     started = time.monotonic()
@@ -67,7 +68,8 @@ def stream(base: str, title: str, max_tokens: int, model: str) -> dict:
                        {"Content-Type": "application/json"})
     response = connection.getresponse()
     if response.status != 200:
-        print(f"  {response.status}: {response.read()[:200]!r}", file=sys.stderr)
+        if response.status != 503:
+            print(f"  {response.status}: {response.read()[:200]!r}", file=sys.stderr)
         return {"status": response.status}
     text, times, tokens = [], [], None
     for raw in response:
@@ -87,14 +89,14 @@ def stream(base: str, title: str, max_tokens: int, model: str) -> dict:
 
 
 def level(base: str, model: str, clients: int, per_client: int, max_tokens: int, pid: int,
-          alone: dict[str, str] | None) -> dict:
+          alone: dict[str, str] | None, ignore_eos: bool = True) -> dict:
     results: list[tuple[str, dict]] = []
     lock, stop, peak = threading.Lock(), threading.Event(), [0.0]
 
     def client(k: int) -> None:
         for j in range(per_client):
             title = TITLES[(k * per_client + j) % len(TITLES)]
-            outcome = stream(base, title, max_tokens, model)
+            outcome = stream(base, title, max_tokens, model, ignore_eos)
             with lock:
                 results.append((title, outcome))
 
@@ -142,11 +144,15 @@ def run(args, env: dict[str, str], levels: list[int], alone: dict | None) -> lis
         [pid] = server.worker_pids()
         with urllib.request.urlopen(f"{server.base}/v1/models", timeout=600) as response:
             model = json.load(response)["data"][0]["id"]
-        stream(server.base, TITLES[0], 4, model)  # loads (a first run prepares) the model
+        until = time.monotonic() + 900  # a first run prepares the model: 503 until it is ready
+        while stream(server.base, TITLES[0], 4, model, not args.no_ignore_eos)["status"] != 200:
+            assert time.monotonic() < until, "the model never became ready"
+            time.sleep(2)
         rows = []
         for clients in levels:
             per_client = max(2, args.requests // clients)
-            row = level(server.base, model, clients, per_client, args.max_new_tokens, pid, alone)
+            row = level(server.base, model, clients, per_client, args.max_new_tokens, pid, alone,
+                        not args.no_ignore_eos)
             rows.append(row)
             if alone is None and clients == 1:
                 alone = row["texts"]
@@ -211,6 +217,8 @@ def main() -> None:
     parser.add_argument("--turns-at", type=int, default=8,
                         help="the level also run with requests taking turns (0: none)")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
+    parser.add_argument("--no-ignore-eos", action="store_true",
+                        help="for a server without vLLM's ignore_eos (an older checkout)")
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
     levels = [int(n) for n in args.levels.split(",")]

@@ -29,7 +29,7 @@ from .vocab import tokenizer_config, write_metadata
 log = logging.getLogger(__name__)
 
 # Bumped when what prepare() writes changes shape, so old entries aren't read as new ones.
-FORMAT_VERSION = 2  # 2: the OpenVINO export takes position_ids, gives every position's logits
+FORMAT_VERSION = 2  # 2: the OpenVINO export takes position_ids and logits_from
 MARKER_FILE = "kogpt2-complete.json"
 SET_ASIDE_SUFFIX = ".broken"
 WAITING = "waiting for another process preparing the same model"

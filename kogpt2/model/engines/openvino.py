@@ -64,7 +64,7 @@ PROPERTIES = {
     },
 }
 ALIASES = {"float32": "f32", "bfloat16": "bf16"}
-INPUTS = {"input_ids", "attention_mask", "position_ids", "beam_idx"}
+INPUTS = {"input_ids", "attention_mask", "position_ids", "logits_from", "beam_idx"}
 CONVERT_HINT = "python scripts/convert.py SRC OUT --engine openvino"
 # Rows that decode in one step, all requests together (KOGPT2_MAX_BATCH_ROWS): as many as a
 # /v1 batch's prompts (KOGPT2_MAX_BATCH_PROMPTS), so one batch decodes in one pass: 20 prompts
@@ -251,7 +251,9 @@ class OpenVINOEngine:
             mask[i, pad:] = 1
             job.fed = len(prompt)
             rows.append(_Row(job, None, cache=i, joined_at=pad, position=len(prompt)))
-        logits = self._infer(input_ids, mask, positions, np.arange(len(jobs), dtype=np.int32))
+        scoring = any(job.scores is not None for job in jobs)
+        logits = self._infer(input_ids, mask, positions, np.arange(len(jobs), dtype=np.int32),
+                             logits_from=0 if scoring else width - 1)
         self._rows, self._slots = rows, width
         for i, row in enumerate(rows):
             if row.job.scores is not None:  # position pad + k scores the title's token k + 1
@@ -305,12 +307,12 @@ class OpenVINOEngine:
             self._jobs = [job for job in self._jobs if not job.done.is_set()]
         self._rows = [row for row in kept if row.going]
 
-    def _infer(self, input_ids, mask, positions, beam) -> np.ndarray:
-        """One model call; every position's logits, in the request's buffer (the next call
-        reuses it: copy what is kept)."""
+    def _infer(self, input_ids, mask, positions, beam, logits_from: int = 0) -> np.ndarray:
+        """One model call; the logits of positions logits_from.., in the request's buffer (the
+        next call reuses it: copy what is kept)."""
         self._request.infer(
             {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions,
-             "beam_idx": beam},
+             "logits_from": np.array([logits_from], dtype=np.int64), "beam_idx": beam},
             share_inputs=True,
         )
         return self._request.get_tensor("logits").data
@@ -487,8 +489,8 @@ def check_config(config) -> None:
 
 def convert(model):
     """GPT2LMHeadModel -> stateful OpenVINO model: input_ids, attention_mask (over the cache's
-    slots and the new tokens), position_ids and beam_idx in, every position's logits out, the
-    attention cache kept in OpenVINO variables."""
+    slots and the new tokens), position_ids, logits_from and beam_idx in, the logits of the
+    positions from logits_from on out, the attention cache kept in OpenVINO variables."""
     import openvino as ov
     import torch
 
@@ -505,7 +507,7 @@ def convert(model):
             super().__init__()
             self.gpt2 = model
 
-        def forward(self, input_ids, attention_mask, position_ids, *past):
+        def forward(self, input_ids, attention_mask, position_ids, logits_from, *past):
             body = self.gpt2.transformer
             batch, new = input_ids.shape
             seen = attention_mask.shape[1]  # cache slots + new tokens
@@ -529,25 +531,29 @@ def convert(model):
                 out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
                 x = x + block.attn.c_proj(out.transpose(1, 2).reshape(batch, new, width))
                 x = x + block.mlp(block.ln_2(x))
-            # Every position's logits: a title's scores (prompt logprobs) come from one step.
-            return (self.gpt2.lm_head(body.ln_f(x)), *present)
+            # The logits of positions logits_from.. only: every position's when a title is
+            # scored (prompt logprobs), else the last (16 titles of 12 tokens would be 39 MB).
+            keep = torch.arange(logits_from.reshape(()), new)
+            return (self.gpt2.lm_head(body.ln_f(torch.index_select(x, 1, keep))), *present)
 
     cache = [f"{kind}.{i}" for i in range(layers) for kind in ("key", "value")]
     example = (
         torch.tensor([[1, 2, 3]]),
         torch.ones(1, 5, dtype=torch.long),
         torch.tensor([[2, 3, 4]]),
+        torch.tensor([1]),
         *[torch.zeros(1, heads, 2, head) for _ in cache],
     )
     inputs = [
         (ov.PartialShape([-1, -1]), ov.Type.i64),
         (ov.PartialShape([-1, -1]), ov.Type.i64),
         (ov.PartialShape([-1, -1]), ov.Type.i64),
+        (ov.PartialShape([1]), ov.Type.i64),
         *[(ov.PartialShape([-1, heads, -1, head]), ov.Type.f32) for _ in cache],
     ]
     with torch.no_grad():
         ov_model = ov.convert_model(Decoder().eval(), example_input=example, input=inputs)
-    names = ["input_ids", "attention_mask", "position_ids"] + cache
+    names = ["input_ids", "attention_mask", "position_ids", "logits_from"] + cache
     for port, name in zip(ov_model.inputs, names, strict=True):
         port.get_tensor().set_names({name})
     for port, name in zip(ov_model.outputs, ["logits"] + [f"present.{n}" for n in cache],
