@@ -260,7 +260,7 @@ class OpenVINOEngine:
                 row.job.scores = sampling.prompt_logprobs(
                     logits[i, row.joined_at:], row.job.request.prompt_ids,
                     row.job.request.params.prompt_logprobs)
-        self._advance(logits[:, -1].copy())
+        self._advance(logits[:, -1])
 
     def _decode(self, newcomers: list["_Job"]) -> None:
         """One step: each row feeds one token, its title's next or its own last."""
@@ -278,11 +278,12 @@ class OpenVINOEngine:
             job = row.job
             if row.reading and job.scores is not None and job.fed < len(job.request.prompt_ids):
                 job.score(logits[i, -1])
-        self._advance(logits[:, -1].copy())
+        self._advance(logits[:, -1])
 
     def _advance(self, logits: np.ndarray) -> None:
         """After a step: titles read in full fan out to their sequences, sequences choose their
-        next token, and finished jobs leave with their rows."""
+        next token, and finished jobs leave with their rows. `logits` (a row each) may be the
+        infer request's buffer: each row is copied as it is chosen from."""
         kept: list[_Row] = []
         for i, row in enumerate(self._rows):
             row.cache = i
