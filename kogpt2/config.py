@@ -71,17 +71,18 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     # Reliability under load: bounded generations, a short queue, then 429 (web/limits.py).
-    # By default as many as the engine decodes together: OpenVINO's row cap (its requests
-    # share each step), else 1 (an engine that runs one at a time gains nothing from a second
-    # slot: waiting would only move into the engine, where it can't be refused with a 429).
+    # By default as many as the engine decodes together: its row cap (their requests share
+    # the engine's steps); 1 for transformers (an engine that runs one at a time gains nothing
+    # from a second slot: waiting would only move into the engine, where no 429 can refuse it).
     # Lambda sends an instance one request at a time whatever this says.
     max_concurrency: int | None = Field(
-        None, ge=1, le=64, description="Generations at once in one process; default: "
-        "max_batch_rows for an engine that batches concurrent requests (openvino), else 1.",
+        None, ge=1, le=64, description="Generations at once in one process; default: the "
+        "engine's row cap (max_batch_rows), 1 for transformers.",
     )
-    max_batch_rows: int = Field(
-        20, ge=1, le=64, description="Rows the openvino engine decodes in one step, every "
-        "request's together (continuous batching); more wait in the engine's queue.",
+    max_batch_rows: int | None = Field(
+        None, ge=1, le=64, description="Rows decoded together, every request's: openvino's "
+        "continuous batching (default 20), ctranslate2's shared generate_batch (default 8); "
+        "more wait in the engine's queue. transformers runs one row at a time.",
     )
     queue_size: int = Field(8, ge=0, le=256, description="Requests that may wait for a slot.")
     queue_timeout_s: float = Field(
@@ -139,7 +140,8 @@ class Settings(BaseSettings):
         """max_concurrency, or its default for this engine."""
         if self.max_concurrency is not None:
             return self.max_concurrency
-        return self.max_batch_rows if engines.batches(self.engine) else 1
+        rows = engines.default_rows(self.engine)
+        return (self.max_batch_rows or rows) if rows > 1 else 1
 
     @classmethod
     def from_mapping(cls, mapping=None) -> tuple["Settings", dict]:

@@ -143,7 +143,8 @@ def test_one_rows_cancel_and_anothers_deadline_leave_the_others_going(engine, to
     assert texts(results[0]) == expected
     assert [(len(row.token_ids), row.finish_reason) for row in results[1].rows] == [
         (2, "cancelled")]
-    assert results[2].rows[0].finish_reason == "time" and len(results[2].rows[0].token_ids) <= 1
+    # As on every engine, a past deadline still gets the first token its title was read for.
+    assert [(len(row.token_ids), row.finish_reason) for row in results[2].rows] == [(1, "time")]
 
 
 def test_each_stream_hears_its_own_tokens_in_order(engine, tokenizer):

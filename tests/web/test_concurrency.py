@@ -156,9 +156,10 @@ def test_requests_over_the_limits_get_422_when_the_model_cant_load(
     assert client.get("/info").get_json()["load_count"] == 0
 
 
-def test_the_default_slots_follow_the_engines_row_cap(make_app, tiny_model_dir, tiny_ov_dir):
-    """openvino decodes concurrent requests together: as many generate at once as it has rows,
-    and /info shows the engine's rows. transformers runs one at a time: one slot."""
+def test_the_default_slots_follow_the_engines_row_cap(make_app, tiny_model_dir, tiny_ov_dir,
+                                                      tiny_ct2_dir):
+    """openvino and ctranslate2 decode concurrent requests together: as many generate at once
+    as they have rows, and /info shows the engine's rows. transformers runs one at a time."""
 
     def info(model_dir, engine, **more):
         client = make_app(model=str(model_dir), engine=engine, **more).test_client()
@@ -171,6 +172,8 @@ def test_the_default_slots_follow_the_engines_row_cap(make_app, tiny_model_dir, 
     assert batched["batch"] == {"rows_running": 0, "rows_waiting": 0, "max_rows": 20}
     assert info(tiny_ov_dir, "openvino", MAX_BATCH_ROWS=4)["batch"]["max_rows"] == 4
     assert info(tiny_ov_dir, "openvino", MAX_BATCH_ROWS=4)["concurrency"]["max_concurrency"] == 4
+    shared = info(tiny_ct2_dir, "ctranslate2")
+    assert shared["concurrency"]["max_concurrency"] == 8 and shared["batch"]["max_rows"] == 8
     alone = info(tiny_model_dir, "transformers")
     assert alone["concurrency"]["max_concurrency"] == 1 and alone["batch"]["max_rows"] == 1
 

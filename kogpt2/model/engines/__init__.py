@@ -26,8 +26,9 @@ class EngineKind:
     # What it implements of seam.FEATURES: known without loading, so a request asking for
     # another is refused before it queues. The engine's own `features` is this set.
     features: frozenset[str] = frozenset()
-    # Concurrent requests decode in shared steps, up to a row cap (load's max_rows).
-    batches: bool = False
+    # Rows that decode together by default (load's max_rows sets it); more than 1: concurrent
+    # requests share the engine's steps, and the server lets that many in at once.
+    max_rows: int = 1
 
     def installed(self) -> bool:
         return all(importlib.util.find_spec(lib) is not None for lib in self.libraries)
@@ -54,12 +55,17 @@ TRANSFORMERS = EngineKind(
 )
 CTRANSLATE2 = EngineKind(
     "ctranslate2", "ctranslate2", ("ctranslate2",), ("model.bin",), ("int8", "float32"),
-    # Its C++ loop has no hook for a logit's own bias or OpenAI's penalties.
-    FEATURES - {"logit_bias", "presence_penalty", "frequency_penalty"},
+    # Its C++ loop has no hook for a logit's own bias or OpenAI's penalties. Greedy requests
+    # that wait together share a generate_batch, 8 rows at most (each returns 200 KB of logits
+    # a step when they are needed).
+    FEATURES - {"logit_bias", "presence_penalty", "frequency_penalty"}, max_rows=8,
 )
 OPENVINO = EngineKind(
     "openvino", "openvino", ("openvino",), ("openvino_model.xml",), ("int8", "float32"),
-    FEATURES, batches=True,
+    # Continuous batching, as many rows as a /v1 batch's prompts (KOGPT2_MAX_BATCH_PROMPTS), so
+    # one batch decodes in one pass: 20 prompts took 3.2x one prompt's time at 20 rows, 4.4x at
+    # 16 (docs/operations.md, "Many at once").
+    FEATURES, max_rows=20,
 )
 ENGINES = {kind.name: kind for kind in (OPENVINO, CTRANSLATE2, TRANSFORMERS)}
 # `auto` serves a transformers model with the first of these that is installed, prepared once:
@@ -78,19 +84,19 @@ def kind_of(path: Path) -> EngineKind | None:
 def load(kind: EngineKind, model_dir: Path, *, threads: int, compute_type: str,
          tokenizer: Tokenizer | None = None, max_rows: int | None = None) -> Engine:
     """Load `kind` from `model_dir`; `tokenizer`, the caller's copy of the model's own, spares
-    the engine reading it again (it needs the special tokens' ids). `max_rows` caps a batching
-    engine's rows (None: its own default)."""
+    the engine reading it again (it needs the special tokens' ids). `max_rows` caps the rows of
+    an engine that batches (None: kind.max_rows)."""
     if tokenizer is None:
         tokenizer = load_tokenizer(model_dir)
-    options = {"max_rows": max_rows} if kind.batches and max_rows is not None else {}
+    options = {"max_rows": max_rows or kind.max_rows} if kind.max_rows > 1 else {}
     return kind.module_().load(model_dir, threads=threads, compute_type=compute_type,
                                tokenizer=tokenizer, **options)
 
 
-def batches(name: str) -> bool:
-    """Does engine `name` (or `auto`'s choice here) decode concurrent requests together?"""
-    kind = ENGINES.get(name) or next((k for k in PREFERRED if k.installed()), None)
-    return kind is not None and kind.batches
+def default_rows(name: str) -> int:
+    """The rows engine `name` (or `auto`'s choice here) decodes together by default."""
+    kind = ENGINES.get(name) or next((k for k in PREFERRED if k.installed()), TRANSFORMERS)
+    return kind.max_rows
 
 
 def prepare(kind: EngineKind, source_dir: Path, out_dir: Path, *, weight_format: str,

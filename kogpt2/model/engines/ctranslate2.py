@@ -34,18 +34,18 @@ NAME = "ctranslate2"
 WEIGHT_FORMATS = {"int8": "int8", "float32": "float32", "int8_float32": "int8_float32"}
 # ctranslate2.set_random_seed is process-wide: a seeded run must not interleave with another.
 GENERATION_LOCK = threading.Lock()
-# Rows of one generate_batch. Each returns every step's logits (the first-token penalty's fix,
-# logprobs): 200 KB a step a row on KoGPT2, so a batch is cut in chunks of this many rows.
-MAX_ROWS = 8
 
 
 class CTranslate2Engine:
     name = NAME
     features = CTRANSLATE2.features
-    max_rows = MAX_ROWS
 
-    def __init__(self, model_dir: Path, *, threads: int, compute_type: str, tokenizer):
+    def __init__(self, model_dir: Path, *, threads: int, compute_type: str, tokenizer,
+                 max_rows: int = CTRANSLATE2.max_rows):
         self.model_dir = model_dir
+        # Rows of one generate_batch. Each returns every step's logits (the first-token
+        # penalty's fix, logprobs): 200 KB a step a row, so a batch is cut in chunks of these.
+        self.max_rows = max_rows
         self.tokenizer = tokenizer  # start tokens go in as token strings
         self.eos_id = eos_id(self.tokenizer)
         self._load_options = dict(device="cpu", compute_type=compute_type,
@@ -207,8 +207,8 @@ class CTranslate2Engine:
         while going:
             for kind in _kinds(going):
                 params = kind[0].request.params
-                for at in range(0, len(kind), MAX_ROWS):
-                    chunk = kind[at: at + MAX_ROWS]
+                for at in range(0, len(kind), self.max_rows):
+                    chunk = kind[at: at + self.max_rows]
                     for row in chunk:
                         row.round(penalty=params.repetition_penalty)
                     for row, new, logits in self._run(chunk, self._options(params, chunk)):
@@ -359,10 +359,11 @@ def is_own_format(path: Path) -> bool:
     )
 
 
-def load(model_dir: Path, *, threads: int, compute_type: str, tokenizer) -> CTranslate2Engine:
+def load(model_dir: Path, *, threads: int, compute_type: str, tokenizer,
+         max_rows: int = CTRANSLATE2.max_rows) -> CTranslate2Engine:
     try:
         return CTranslate2Engine(Path(model_dir), threads=threads, compute_type=compute_type,
-                                 tokenizer=tokenizer)
+                                 tokenizer=tokenizer, max_rows=max_rows)
     except (OSError, RuntimeError, ValueError) as exc:
         raise ModelLoadError(f"could not load {str(model_dir)!r}: {short_reason(exc)}") from exc
 

@@ -66,10 +66,6 @@ PROPERTIES = {
 ALIASES = {"float32": "f32", "bfloat16": "bf16"}
 INPUTS = {"input_ids", "attention_mask", "position_ids", "logits_from", "beam_idx"}
 CONVERT_HINT = "python scripts/convert.py SRC OUT --engine openvino"
-# Rows that decode in one step, all requests together (KOGPT2_MAX_BATCH_ROWS): as many as a
-# /v1 batch's prompts (KOGPT2_MAX_BATCH_PROMPTS), so one batch decodes in one pass: 20 prompts
-# took 3.2x one prompt's time at 20 rows, 4.4x at 16 (docs/operations.md, "Many at once").
-MAX_ROWS = 20
 # The cache grows a slot per step for every row until the batch empties, and every step
 # attends over all of it, masked slots included: on 2 cores 8 rows take 10.6 ms a step at 20
 # slots, 15.4 at 128, 30.7 at 500. So a request joins a running batch only if it ends within
@@ -87,7 +83,7 @@ def is_own_format(path: Path) -> bool:
 
 
 def load(model_dir: Path, *, threads: int, compute_type: str, tokenizer,
-         max_rows: int = MAX_ROWS) -> "OpenVINOEngine":
+         max_rows: int = OPENVINO.max_rows) -> "OpenVINOEngine":
     model_dir = Path(model_dir)
     compute_type = ALIASES.get(compute_type, compute_type)
     if compute_type != "default" and compute_type not in PROPERTIES:
@@ -149,7 +145,8 @@ class OpenVINOEngine:
     name = NAME
     features = OPENVINO.features
 
-    def __init__(self, compiled, eos: int, compute_type: str, *, max_rows: int = MAX_ROWS):
+    def __init__(self, compiled, eos: int, compute_type: str, *,
+                 max_rows: int = OPENVINO.max_rows):
         self.compute_type = compute_type
         self.eos_id = eos
         self.max_rows = max_rows
@@ -207,7 +204,7 @@ class OpenVINOEngine:
         """The waiting jobs that join now, in arrival order (the lock held). One that can't
         join yet holds those behind it: nobody is passed over for good."""
         for job in list(self._waiting):
-            if job.expired():  # cancelled, or out of time, while waiting
+            if job.abandoned():  # cancelled while waiting
                 self._waiting.remove(job)
                 job.finish()
         running = sum(job.request.rows for job in self._jobs)
@@ -346,8 +343,13 @@ class _Job:
     def admitted(self) -> None:
         self.queued_ms = waited_ms(self.arrived, time.monotonic())
 
-    def expired(self) -> bool:
-        return self.scores is None and self.request.watch.step()
+    def abandoned(self) -> bool:
+        """Cancelled (the caller went away): a job stops reading its title, or waiting. A
+        deadline, as on every engine, stops it after its first token: it was read for that."""
+        watch = self.request.watch
+        if self.scores is None and watch.cancel is not None and watch.cancel.is_set():
+            watch.cancelled = True
+        return watch.cancelled
 
     def score(self, logits: np.ndarray) -> None:
         """After title token k was read: the log-probability of token k + 1."""
@@ -373,7 +375,7 @@ class _Job:
             # Reading its title: a scoring job reads it whole (its scores are its answer).
             if request.max_new_tokens == 0 and self.fed == len(request.prompt_ids):
                 return True
-            return self.scores is None and request.watch.step()
+            return self.abandoned()
         first, self._first = self._first, None
         stop = request.watch.step(*first) if first else request.watch.step()
         written = max(len(ids) for ids in self.new)
