@@ -8,10 +8,10 @@ the real model where the hub is at hand). The engines' copies are prepared into 
 (scripts/convert.py). For a few titles, each followed by the reference's 40 greedy tokens,
 every position's log-softmax is compared with the reference's:
 
-- prompt log-probabilities (echo scoring, lm-eval's loglikelihood) through the Generator,
-  where the engine gives them (transformers, CTranslate2);
-- the decoding path's own logits, fed the same tokens one by one (OpenVINO's stateful model,
-  its attention cache included; it gives no prompt log-probabilities yet).
+- prompt log-probabilities (echo scoring, lm-eval's loglikelihood) through the Generator, on
+  every engine (OpenVINO reads the whole sequence in one step);
+- OpenVINO's decoding path too, fed the same tokens one by one (its stateful model, its
+  attention cache included), where generated tokens' log-probabilities come from.
 
 It prints, per engine: the mean and largest |difference| of the actual next token's
 log-probability, the mean KL divergence from the reference's distribution, and how often the
@@ -80,10 +80,11 @@ def openvino_rows(model_dir: Path, sequences, threads: int):
     rows = []
     for ids in sequences:
         engine._request.reset_state()
-        steps = [engine._step(np.array([ids[:1]]), 1, np.zeros(1, np.int32))[0]]
-        for length in range(2, len(ids)):
-            token = np.array([[ids[length - 1]]])
-            steps.append(engine._step(token, length, np.zeros(1, np.int32))[0])
+        steps = []
+        for at, token in enumerate(ids[:-1]):
+            logits = engine._infer(np.array([[token]]), np.ones((1, at + 1), np.int64),
+                                   np.array([[at]]), np.zeros(1, np.int32))
+            steps.append(logits[0, -1].copy())
         rows.append(log_softmax(np.array(steps)))
     return rows, engine.compute_type
 
@@ -133,6 +134,10 @@ def main() -> None:
         table.append((label, distance(sequences, reference, rows, False)))
     for weight_format in ("int8", "float32"):
         model_dir = prepare(args.model_dir, args.work, "openvino", weight_format)
+        generator = Generator(str(model_dir), engine="openvino", threads=args.threads)
+        rows = prompt_rows(generator, sequences)
+        label = f"openvino {generator.load().compute_type}, prompt logprobs"
+        table.append((label, distance(sequences, reference, rows, False)))
         rows, compute_type = openvino_rows(model_dir, sequences, args.threads)
         table.append((f"openvino {compute_type}, decode path",
                       distance(sequences, reference, rows, True)))

@@ -25,11 +25,12 @@ def test_the_quality_check_runs_each_engine_and_measures_its_distance(tiny_model
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     rows = {row["name"]: row for row in json.loads(figures.read_text())}
     assert list(rows) == ENGINES
-    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert [line.split("|")[1].strip() for line in table[2:]] == ENGINES
+    header, *table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert header.startswith("| engine | compute | bits/byte")
+    assert [line.split("|")[1].strip() for line in table] == ENGINES
     reference, int8, float32 = (rows[name] for name in ENGINES)
     assert reference["scored_tokens"] > 500 and len(reference["choices"]) == 20
     assert (reference["mean_abs_d_token"], reference["same_answers"]) == (0, 20)
     assert float32["max_abs_d_token"] < 1e-3 and abs(float32["d_bits_per_byte"]) < 1e-4
     assert int8["mean_abs_d_token"] > 1e-4  # not the float32 weights
-    assert (int8["engine"], int8["compute_type"]) == ("openvino", "int8")
+    assert (int8["engine"], int8["compute_type"]) == ("openvino", "int8 weights, int8 compute")

@@ -202,8 +202,8 @@ def test_a_past_deadline_stops_after_one_token(engine, tokenizer):
     assert [(len(ids), reason) for ids, reason in outputs] == [(1, "time"), (1, "time")]
 
 
-def test_a_deadline_stops_a_long_generation(engine, tokenizer):
-    params = GenerationParams(repetition_penalty=1.0)
+def test_a_deadline_stops_a_long_generation(engine, tokenizer, slow_tokens):
+    params = GenerationParams(repetition_penalty=1.0)  # 1000 tokens now take at least 10 s
     [(ids, reason)] = run(engine, tokenizer, params, max_new_tokens=1000,
                           watch=Watch(deadline=time.monotonic() + 0.01))
     assert reason == "time" and 1 <= len(ids) < 1000

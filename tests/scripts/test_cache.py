@@ -85,7 +85,7 @@ def test_a_row_names_engine_format_size_versions_and_source(cache, capsys, tiny_
     size = sum(p.stat().st_size for p in (root / in_use).rglob("*") if p.is_file())
     versions = ", ".join(f"{lib} {v}" for lib, v in engines.OPENVINO.versions().items())
     assert row.split()[1:3] == ["openvino", "int8"]
-    assert f"{size / 1e6:.0f} MB" in row and f"{versions}, format 1" in row
+    assert f"{size / 1e6:.0f} MB" in row and f"{versions}, format {prepare.FORMAT_VERSION}" in row
     assert str(tiny_model_dir.resolve()) in row
 
 
