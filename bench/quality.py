@@ -27,14 +27,12 @@ import os
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
-from local_server import LocalServer  # noqa: E402
+from local_server import LocalServer, call  # noqa: E402
 
 TASKS_DIR = ROOT / "bench" / "quality_tasks"
 TEXT_TASK, CHOICE_TASK = "kogpt2_ko_text", "kogpt2_ko_choice"
@@ -43,17 +41,6 @@ ENGINES = [REFERENCE, "openvino-int8", "ctranslate2-int8", "openvino-float32",
            "ctranslate2-float32"]
 LOAD_WAIT_S = 1800  # the longest a server may take to prepare and load its model
 SERVER_HUB_OFFLINE = os.environ.get("HF_HUB_OFFLINE", "0")  # a hub id needs the hub
-
-
-def call(url: str, body: dict | None = None, timeout: float = 300) -> tuple[int, dict, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.load(response), dict(response.headers)
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, json.load(error), dict(error.headers)
 
 
 class Refused(Exception):

@@ -9,6 +9,7 @@ It is up once /health answers; the model loads in the background from then on (w
 KOGPT2_LOAD_ON_START=false, on the first request); `/ready` says when it is ready.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -86,3 +87,15 @@ class LocalServer:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def call(url: str, body: dict | None = None, timeout: float = 60) -> tuple[int, dict, dict]:
+    """Status, JSON body and headers of a GET (no body) or a JSON POST, errors included."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.load(response), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.load(error), dict(error.headers)

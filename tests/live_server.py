@@ -9,6 +9,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from local_server import call  # noqa: F401 (the tests call servers through it)
+
 
 def post_json(url: str, body: dict, timeout: float = 60) -> tuple[int, dict]:
     request = urllib.request.Request(
@@ -51,18 +53,6 @@ def open_stream(url: str, body: dict, headers: dict | None = None, timeout: floa
         yield response
     finally:
         connection.close()
-def call(url: str, body: dict | None = None, timeout: float = 60) -> tuple[int, dict, dict]:
-    """Status, JSON body and headers of a GET (no body) or a JSON POST, errors included."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.load(response), dict(response.headers)
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, json.load(error), dict(error.headers)
-
-
 def access_line(server_log: Path, request_id: str, wait_s: float = 20) -> dict:
     """The server's access-log line for `request_id` (a stream's is written when it ends)."""
     deadline = time.monotonic() + wait_s
