@@ -2,7 +2,7 @@
 
 Chosen from bench/serving.py on 2 cores, full-size stand-in (docs/operations.md, "Many at
 once"): one worker, whose openvino engine decodes every running request in shared steps (8 at
-once: 4.3x the tokens/s of one at a time). A second worker would hold a second model and split
+once: 4.9x the tokens/s of one at a time). A second worker would hold a second model and split
 the same two cores.
 """
 
@@ -28,7 +28,7 @@ def fewer_malloc_arenas(arenas: int = 1) -> None:
 fewer_malloc_arenas()
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
-# One worker holds one model (~430 MB, openvino int8) and uses both cores; a second doubles
+# One worker holds one model (~400 MB, openvino int8) and uses both cores; a second doubles
 # memory and splits the same cores.
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_class = "gthread"

@@ -140,7 +140,7 @@ class Settings(BaseSettings):
         """max_concurrency, or its default for this engine."""
         if self.max_concurrency is not None:
             return self.max_concurrency
-        rows = engines.default_rows(self.engine)
+        rows = engines.default_rows(self.engine, self.model)
         return (self.max_batch_rows or rows) if rows > 1 else 1
 
     @classmethod

@@ -174,6 +174,8 @@ def test_the_default_slots_follow_the_engines_row_cap(make_app, tiny_model_dir, 
     assert info(tiny_ov_dir, "openvino", MAX_BATCH_ROWS=4)["concurrency"]["max_concurrency"] == 4
     shared = info(tiny_ct2_dir, "ctranslate2")
     assert shared["concurrency"]["max_concurrency"] == 8 and shared["batch"]["max_rows"] == 8
+    # auto serves a prepared directory with its own engine: its cap, known before it loads
+    assert info(tiny_ct2_dir, "auto")["concurrency"]["max_concurrency"] == 8
     alone = info(tiny_model_dir, "transformers")
     assert alone["concurrency"]["max_concurrency"] == 1 and alone["batch"]["max_rows"] == 1
 

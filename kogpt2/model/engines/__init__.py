@@ -93,9 +93,14 @@ def load(kind: EngineKind, model_dir: Path, *, threads: int, compute_type: str,
                                tokenizer=tokenizer, **options)
 
 
-def default_rows(name: str) -> int:
-    """The rows engine `name` (or `auto`'s choice here) decodes together by default."""
-    kind = ENGINES.get(name) or next((k for k in PREFERRED if k.installed()), TRANSFORMERS)
+def default_rows(name: str, model: str | None = None) -> int:
+    """The rows engine `name` decodes together by default; for `auto`, the engine of `model`
+    when it is a directory in an engine's own format, else the one auto prepares here."""
+    kind = ENGINES.get(name)
+    if kind is None and model is not None and Path(model).is_dir():
+        own = kind_of(Path(model))
+        kind = own if own is not TRANSFORMERS else None
+    kind = kind or next((k for k in PREFERRED if k.installed()), TRANSFORMERS)
     return kind.max_rows
 
 
