@@ -1,9 +1,10 @@
 """Bounded generations per process: a few at once, a short queue, then 429 instead of a pile-up.
 
-Two cores can't run more generations faster by starting more of them: extra requests would only
-wait, each holding a server thread, until every one of them missed API Gateway's 29 s. So a
-request waits at most `queue_timeout_s` for a slot, at most `queue_size` requests wait at once,
-and the rest are told to come back later (429 with Retry-After).
+An engine decodes at most its row cap together (settings.generation_slots: 20 on openvino, 1 on
+transformers); more generations started at once would only wait, each holding a server thread,
+until every one of them missed API Gateway's 29 s. So a request waits at most `queue_timeout_s`
+for a slot, at most `queue_size` requests wait at once, and the rest are told to come back later
+(429 with Retry-After).
 """
 
 import collections
