@@ -13,13 +13,18 @@ beside others). The same run repeats a level with requests taking turns
     python bench/serving.py --levels 1,8 --env KOGPT2_MAX_BATCH_ROWS=8
 
 It writes a table (Markdown) to stdout, JSON to artifacts/serving.json and a plot to
-artifacts/serving.png.
+artifacts/serving.png. `--driver guidellm` sends the same levels through guidellm, the serving
+benchmark (synthetic 8-token prompts, its own figures; artifacts/serving-guidellm.*): it runs on
+the same two cores as the server, so its figures are the more pessimistic.
 """
 
 import argparse
 import http.client
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -132,6 +137,56 @@ def level(base: str, model: str, clients: int, per_client: int, max_tokens: int,
     }
 
 
+def guidellm_level(base: str, clients: int, requests: int, max_tokens: int, pid: int,
+                   tokenizer_dir: str) -> dict:
+    """One level driven by guidellm (`--driver guidellm`): its concurrent profile, synthetic
+    8-token prompts, `ignore_eos` and usage on every chunk, as it sends them; its own figures.
+    It runs on the same CPUs as the server, and costs them more than the stdlib driver."""
+    with tempfile.TemporaryDirectory() as work:
+        report = Path(work) / "guidellm.json"
+        stop, peak = threading.Event(), [0.0]
+
+        def sample_rss() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], rss_mb(pid))
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample_rss)
+        sampler.start()
+        try:
+            subprocess.run(
+                [str(Path(sys.executable).with_name("guidellm")), "run",
+                 "--backend", f"kind=openai_http,target={base},request_format=/v1/completions",
+                 "--profile", f"kind=concurrent,streams={clients}",
+                 "--constraint", f"kind=max_requests,count={requests}",
+                 "--data", f"kind=synthetic_text,prompt_tokens=8,output_tokens={max_tokens}",
+                 "--tokenizer", f"kind=hf_auto,model={tokenizer_dir}",
+                 "--output", f"kind=json,path={report}", "--disable-console-interactive"],
+                cwd=work, check=True, capture_output=True, timeout=900,
+                env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(Path(work) / "hf")},
+            )
+        finally:
+            stop.set()
+            sampler.join()
+        (benchmark,) = json.loads(report.read_text())["benchmarks"]
+    metrics = benchmark["metrics"]
+
+    def percentiles(name):
+        return metrics[name]["successful"]["percentiles"]
+
+    ok = len(benchmark["requests"]["successful"])
+    return {
+        "clients": clients, "requests": ok + len(benchmark["requests"]["errored"]), "ok": ok,
+        "tokens_per_s": metrics["output_token_count"]["successful"]["total_sum"]
+        / benchmark["duration"],
+        "ttft_p50_ms": percentiles("time_to_first_token_ms")["p50"],
+        "ttft_p95_ms": percentiles("time_to_first_token_ms")["p95"],
+        "itl_p50_ms": percentiles("inter_token_latency_ms")["p50"],
+        "itl_p95_ms": percentiles("inter_token_latency_ms")["p95"],
+        "peak_rss_mb": peak[0], "same_as_alone": None, "texts": {},
+    }
+
+
 def serve(model: str, threads: int, env: dict[str, str]) -> LocalServer:
     environment = {"KOGPT2_MODEL": model, "KOGPT2_THREADS": str(threads),
                    "KOGPT2_CACHE_DIR": str(ROOT / "models" / "bench-cache"), **env}
@@ -151,8 +206,12 @@ def run(args, env: dict[str, str], levels: list[int], alone: dict | None) -> lis
         rows = []
         for clients in levels:
             per_client = max(2, args.requests // clients)
-            row = level(server.base, model, clients, per_client, args.max_new_tokens, pid, alone,
-                        not args.no_ignore_eos)
+            if args.driver == "guidellm":
+                row = guidellm_level(server.base, clients, per_client * clients,
+                                     args.max_new_tokens, pid, args.model)
+            else:
+                row = level(server.base, model, clients, per_client, args.max_new_tokens, pid,
+                            alone, not args.no_ignore_eos)
             rows.append(row)
             if alone is None and clients == 1:
                 alone = row["texts"]
@@ -217,6 +276,9 @@ def main() -> None:
     parser.add_argument("--turns-at", type=int, default=8,
                         help="the level also run with requests taking turns (0: none)")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
+    parser.add_argument("--driver", choices=["stdlib", "guidellm"], default="stdlib",
+                        help="who sends the requests: threads of this script (the lightest "
+                        "client), or guidellm, the serving benchmark (heavier on shared CPUs)")
     parser.add_argument("--no-ignore-eos", action="store_true",
                         help="for a server without vLLM's ignore_eos (an older checkout)")
     args = parser.parse_args()
@@ -239,14 +301,16 @@ def main() -> None:
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     base = rows[0]["tokens_per_s"]
     print(table(rows, base))
-    print(f"\n{args.threads} threads, {args.max_new_tokens} new tokens a request, greedy; "
+    print(f"\n{args.driver} driver, {args.threads} threads, {args.max_new_tokens} new tokens a "
+          "request, greedy; "
           f"load average before {' '.join(load_before)}, after {' '.join(load_after)}")
     out = ROOT / "artifacts"
     out.mkdir(exist_ok=True)
-    (out / "serving.json").write_text(json.dumps(
+    name = "serving" if args.driver == "stdlib" else f"serving-{args.driver}"
+    (out / f"{name}.json").write_text(json.dumps(
         [{k: v for k, v in row.items() if k != "texts"} for row in rows], indent=1))
-    plot(rows, out / "serving.png")
-    print(f"plot: {out / 'serving.png'}", file=sys.stderr)
+    plot(rows, out / f"{name}.png")
+    print(f"plot: {out / f'{name}.png'}", file=sys.stderr)
 
 
 if __name__ == "__main__":
