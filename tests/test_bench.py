@@ -32,3 +32,31 @@ def test_bench_runs_every_contender_end_to_end():
     assert [threads for _, threads in ttfts] == ["1", "2"] and all(int(ms) > 0 for ms, _ in ttfts)
     assert len(re.findall(r"^- [12] thread\(s\), .* → (met|MISSED)$", result.stdout,
                           re.MULTILINE)) == 10
+
+
+def test_serving_bench_drives_each_level_and_the_turns_it_compares_with(tiny_model_dir):
+    """bench/serving.py end to end on the tiny stand-in: a row per level and mode, every
+    request answered; its figures are for people."""
+    result = subprocess.run(
+        [sys.executable, "bench/serving.py", "--model", str(tiny_model_dir), "--levels", "1,2",
+         "--requests", "4", "--max-new-tokens", "4", "--turns-at", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("|")[1:3] for line in result.stdout.splitlines()
+            if re.match(r"\| \d+ \|", line)]
+    assert [(n.strip(), mode.strip()) for n, mode in rows] == [
+        ("1", "batched"), ("2", "batched"), ("1", "turns"), ("2", "turns")]
+    assert (ROOT / "artifacts" / "serving.png").is_file()
+
+
+def test_prompt_batch_bench_times_each_engine(tiny_model_dir):
+    result = subprocess.run(
+        [sys.executable, "bench/prompt_batch.py", "--model", str(tiny_model_dir), "--threads",
+         "1", "--prompts", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    engines = [line.split("|")[1].strip() for line in result.stdout.splitlines()
+               if line.startswith("| ") and not line.startswith("| engine")]
+    assert engines == ["openvino", "ctranslate2", "transformers"]
