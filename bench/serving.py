@@ -19,6 +19,7 @@ the same two cores as the server, so its figures are the more pessimistic.
 """
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -59,6 +60,26 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
+@contextlib.contextmanager
+def peak_rss(pid: int):
+    """Samples the worker's RSS while the block runs; yields a list whose one item is the
+    peak in MB, once the block ends."""
+    stop, peak = threading.Event(), [0.0]
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_mb(pid))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        sampler.join()
+
+
 def stream(base: str, title: str, max_tokens: int, model: str, ignore_eos: bool = True) -> dict:
     """One streamed completion: its text, token count and the times of its chunks."""
     url = urlsplit(base)
@@ -96,7 +117,7 @@ def stream(base: str, title: str, max_tokens: int, model: str, ignore_eos: bool 
 def level(base: str, model: str, clients: int, per_client: int, max_tokens: int, pid: int,
           alone: dict[str, str] | None, ignore_eos: bool = True) -> dict:
     results: list[tuple[str, dict]] = []
-    lock, stop, peak = threading.Lock(), threading.Event(), [0.0]
+    lock = threading.Lock()
 
     def client(k: int) -> None:
         for j in range(per_client):
@@ -105,22 +126,14 @@ def level(base: str, model: str, clients: int, per_client: int, max_tokens: int,
             with lock:
                 results.append((title, outcome))
 
-    def sample_rss() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss_mb(pid))
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample_rss)
-    sampler.start()
-    started = time.monotonic()
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.monotonic() - started
-    stop.set()
-    sampler.join()
+    with peak_rss(pid) as peak:
+        started = time.monotonic()
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.monotonic() - started
     ok = [outcome for _, outcome in results if outcome["status"] == 200]
     ttft = [o["ttft"] * 1000 for o in ok]
     itl = [o["itl"] * 1000 for o in ok if o["itl"] is not None]
@@ -144,16 +157,7 @@ def guidellm_level(base: str, clients: int, requests: int, max_tokens: int, pid:
     It runs on the same CPUs as the server, and costs them more than the stdlib driver."""
     with tempfile.TemporaryDirectory() as work:
         report = Path(work) / "guidellm.json"
-        stop, peak = threading.Event(), [0.0]
-
-        def sample_rss() -> None:
-            while not stop.is_set():
-                peak[0] = max(peak[0], rss_mb(pid))
-                time.sleep(0.05)
-
-        sampler = threading.Thread(target=sample_rss)
-        sampler.start()
-        try:
+        with peak_rss(pid) as peak:
             subprocess.run(
                 [str(Path(sys.executable).with_name("guidellm")), "run",
                  "--backend", f"kind=openai_http,target={base},request_format=/v1/completions",
@@ -165,9 +169,6 @@ def guidellm_level(base: str, clients: int, requests: int, max_tokens: int, pid:
                 cwd=work, check=True, capture_output=True, timeout=900,
                 env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(Path(work) / "hf")},
             )
-        finally:
-            stop.set()
-            sampler.join()
         (benchmark,) = json.loads(report.read_text())["benchmarks"]
     metrics = benchmark["metrics"]
 
