@@ -70,13 +70,9 @@ def reference_rows(source: Path, threads: int):
     return generator, sequences, rows
 
 
-def openvino_rows(model_dir: Path, sequences, threads: int):
-    """The stateful model's own logits, fed each sequence token by token (its decode path)."""
-    from kogpt2.model import engines
-    from kogpt2.model.vocab import load_tokenizer
-
-    engine = engines.load(engines.OPENVINO, model_dir, threads=threads, compute_type="default",
-                          tokenizer=load_tokenizer(model_dir))
+def openvino_rows(engine, sequences):
+    """The stateful model's own logits, fed each sequence token by token (its decode path):
+    `engine` is a loaded openvino engine."""
     rows = []
     for ids in sequences:
         engine._request.reset_state()
@@ -86,7 +82,7 @@ def openvino_rows(model_dir: Path, sequences, threads: int):
                                    np.array([[at]]), np.zeros(1, np.int32))
             steps.append(logits[0, -1].copy())
         rows.append(log_softmax(np.array(steps)))
-    return rows, engine.compute_type
+    return rows
 
 
 def prompt_rows(generator: Generator, sequences):
@@ -126,21 +122,18 @@ def main() -> None:
     reference_generator, sequences, reference = reference_rows(args.model_dir, args.threads)
     table = [("transformers float32, prompt logprobs",
               distance(sequences, reference, prompt_rows(reference_generator, sequences), False))]
-    for weight_format in ("int8", "float32"):
-        model_dir = prepare(args.model_dir, args.work, "ctranslate2", weight_format)
-        generator = Generator(str(model_dir), engine="ctranslate2", threads=args.threads)
-        rows = prompt_rows(generator, sequences)
-        label = f"ctranslate2 {generator.load().compute_type}, prompt logprobs"
-        table.append((label, distance(sequences, reference, rows, False)))
-    for weight_format in ("int8", "float32"):
-        model_dir = prepare(args.model_dir, args.work, "openvino", weight_format)
-        generator = Generator(str(model_dir), engine="openvino", threads=args.threads)
-        rows = prompt_rows(generator, sequences)
-        label = f"openvino {generator.load().compute_type}, prompt logprobs"
-        table.append((label, distance(sequences, reference, rows, False)))
-        rows, compute_type = openvino_rows(model_dir, sequences, args.threads)
-        table.append((f"openvino {compute_type}, decode path",
-                      distance(sequences, reference, rows, True)))
+    for engine in ("ctranslate2", "openvino"):
+        for weight_format in ("int8", "float32"):
+            model_dir = prepare(args.model_dir, args.work, engine, weight_format)
+            generator = Generator(str(model_dir), engine=engine, threads=args.threads)
+            loaded = generator.load(wait=True)
+            rows = prompt_rows(generator, sequences)
+            table.append((f"{engine} {loaded.compute_type}, prompt logprobs",
+                          distance(sequences, reference, rows, False)))
+            if engine == "openvino":
+                table.append((f"openvino {loaded.compute_type}, decode path",
+                              distance(sequences, reference, openvino_rows(loaded, sequences),
+                                       True)))
     print(f"| engine ({len(TITLES)} titles + {NEW} greedy tokens, {table[0][1]['n']} positions) "
           "| mean abs diff | max abs diff | mean KL | top-1 agrees |")
     print("|---|---:|---:|---:|---:|")
