@@ -239,9 +239,6 @@ class CompletionRequest(BaseModel):
     def choices_per_prompt(self) -> int:
         return self.n or 1
 
-    def is_greedy(self, defaults: dict) -> bool:
-        return self.knobs(defaults)["temperature"] < GREEDY_BELOW
-
     def knobs(self, defaults: dict) -> dict:
         """The model layer's knobs this asks for (GenerationParams' fields), over the server's
         generation `defaults`. With greedy decoding, one generation serves all n choices."""
