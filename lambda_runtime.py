@@ -246,14 +246,15 @@ class Runtime:
 
     def wsgi_environ(self, event: dict, context: Context) -> dict:
         """The WSGI request Zappa's handler makes of a REST API event (zappa/handler.py)."""
-        settings = self.zappa.settings
+        settings, zappa_log = self.zappa.settings, logging.getLogger("zappa.handler")
         if settings.DEBUG:
-            logging.getLogger("zappa.handler").debug("Zappa Event: %s", event)
+            zappa_log.debug("Zappa Event: %s", event)
         for name, value in (event.get("stageVariables") or {}).items():
             os.environ[name] = value
         # The event's path has no stage: on the API's own URL, Flask must put /STAGE in the
         # URLs it makes. A host-less event is the console's test button.
         host = (event.get("headers") or {}).get("Host")
+        zappa_log.debug("host found: [%s]", host)
         on_api_url = "amazonaws.com" in host if host else not settings.DOMAIN
         script_name = f"/{settings.API_STAGE}" if on_api_url else ""
         return self.zappa._create_lambda_wsgi_environ(event, context, script_name, settings)

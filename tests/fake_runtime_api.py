@@ -38,6 +38,7 @@ class Answer:
         self.body = b""
         self.pieces: queue.Queue = queue.Queue()  # the body's bytes as they come; None: the end
         self.done = threading.Event()
+        self.sent_at = self.done_at = None  # time.monotonic()
 
     @property
     def streamed(self) -> bool:
@@ -66,6 +67,7 @@ class FakeRuntimeApi:
         self.init_errors: list[dict] = []
         self.init_error_seen = threading.Event()
         self.next_calls = 0
+        self.next_at: list[float] = []  # when each /invocation/next came (time.monotonic)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
@@ -81,6 +83,7 @@ class FakeRuntimeApi:
     def send(self, event) -> Answer:
         """Queue an event for /invocation/next; its answer fills in when it comes."""
         answer = Answer(str(uuid.uuid4()))
+        answer.sent_at = time.monotonic()
         self.answers[answer.request_id] = answer
         self.events.put((answer, json.dumps(event).encode()))
         return answer
@@ -102,6 +105,7 @@ class FakeRuntimeApi:
             def do_GET(self):
                 assert self.path == f"{API}/invocation/next", self.path
                 api.next_calls += 1
+                api.next_at.append(time.monotonic())
                 answer, body = api.events.get()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -132,6 +136,7 @@ class FakeRuntimeApi:
                     answer.pieces.put(answer.body)
                 answer.pieces.put(None)
                 self.accepted()
+                answer.done_at = time.monotonic()
                 answer.done.set()
 
             def read(self) -> bytes:

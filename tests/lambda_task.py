@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import httpx2 as httpx
@@ -319,6 +320,12 @@ class StreamingLambda:
         return self.output.read_text()
 
     def __exit__(self, *exc_info) -> None:
+        # Lambda freezes a container once its runtime asks for the next event: what it does
+        # after an answer (the access line of a stream) happens before.
+        deadline = time.monotonic() + 10
+        while (self.process.poll() is None and self.api.next_calls <= len(self.api.answers)
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
         self.process.kill()
         self.process.wait(timeout=30)
         self.api.__exit__(*exc_info)

@@ -826,8 +826,9 @@ def test_deploy_and_update_switch_the_api_to_streaming(run_deploy, project, aws)
     assert [d["stageName"] for d in deployments] == ["dev"]  # the stage serves the switch
     operations = [operation for operation, _ in calls]
     # The throttling is set after the last deployment, and holds.
-    assert max(i for i, name in enumerate(operations) if name == "CreateDeployment") < (
-        operations.index("UpdateStage"))
+    last = {name: i for i, name in enumerate(operations)}  # each one's last call
+    assert last["UpdateIntegration"] < last["CreateDeployment"] < last["UpdateStage"]
+    assert "/*/*/throttling/rateLimit" in json.dumps(calls[last["UpdateStage"]][1])
     assert stage_limits(aws, "dev") == (2, (1.0, 2))
     assert ("deploy: dev: ANY /, ANY /{proxy+} switched to STREAM (streamed answers); stage "
             "redeployed") in process.stdout

@@ -130,5 +130,6 @@ def test_answers_carry_cors_and_the_apis_headers(gateway):
         assert response.headers["access-control-allow-origin"] == "*"
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["x-request-id"]
-    assert answer.status_code == 200 and answer.headers["x-generated-tokens"] == "2"
+    assert answer.status_code == 200  # (a sampled answer may end early, at end of text)
+    assert answer.headers["x-generated-tokens"] == str(answer.json()["usage"]["completion_tokens"])
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "prompt"
