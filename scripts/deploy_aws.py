@@ -155,6 +155,18 @@ def streams(stage: str, config: dict) -> bool:
         raise DeployError(f"stage {stage!r} in {SETTINGS}: {exc}") from exc
 
 
+def time_budget(config: dict) -> float:
+    """The seconds a generation may take on the stage: its KOGPT2_TIME_BUDGET_S, or the app's
+    default."""
+    sys.path.insert(0, str(ROOT))
+    from kogpt2.config import Settings
+
+    variables = {**config.get("aws_environment_variables", {}),
+                 **config.get("environment_variables", {})}
+    value = variables.get("KOGPT2_TIME_BUDGET_S")
+    return float(value) if value else Settings.model_fields["time_budget_s"].default
+
+
 def check_stage(stage: str) -> None:
     config = stage_config(stage)
     if streams(stage, config):
@@ -170,6 +182,14 @@ def check_stage(stage: str) -> None:
                 f"stage {stage!r} streams its answers (LAMBDA_RESPONSE_STREAMING), and API "
                 "Gateway can't cache a stream: set \"cache_cluster_enabled\": false, or turn "
                 "streaming off")
+        # Nothing else ends a stream (no 29 s integration limit): the app's time budget must
+        # end the generation, with its last event, before Lambda ends the function.
+        budget, timeout = time_budget(config), config.get("timeout_seconds", 30)
+        if budget >= timeout:
+            raise DeployError(
+                f"stage {stage!r} streams its answers, and only the function's timeout ends a "
+                f"stream: KOGPT2_TIME_BUDGET_S ({budget:g} s) must end a generation before "
+                f"\"timeout_seconds\" ({timeout} s) ends the function")
     concurrency = config.get("lambda_concurrency")
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         raise DeployError(

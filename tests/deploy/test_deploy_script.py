@@ -884,6 +884,8 @@ def test_a_stage_with_streaming_off_stays_buffered_and_goes_back(run_deploy, pro
 @pytest.mark.parametrize("change, message", [
     ({"payload_compression": True}, "API Gateway can't compress a stream"),
     ({"cache_cluster_enabled": True}, "API Gateway can't cache a stream"),
+    ({"timeout_seconds": 20}, "KOGPT2_TIME_BUDGET_S (20 s) must end a generation before "
+                              "\"timeout_seconds\" (20 s) ends the function"),
     ({"aws_environment_variables": {**SETTINGS["aws_environment_variables"],
                                     "LAMBDA_RESPONSE_STREAMING": "yes"}},
      "LAMBDA_RESPONSE_STREAMING='yes': it is 'true' (the default) or 'false'"),
