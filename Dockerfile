@@ -73,7 +73,7 @@ ENV KOGPT2_MODEL=/opt/kogpt2/model \
     XDG_CACHE_HOME=/tmp/cache \
     INSTANTIATE_LAMBDA_HANDLER_ON_IMPORT=1
 COPY --from=model /opt/kogpt2/model /opt/kogpt2/model
-COPY app.py zappa_settings.py ${LAMBDA_TASK_ROOT}/
+COPY app.py lambda_runtime.py zappa_settings.py ${LAMBDA_TASK_ROOT}/
 COPY kogpt2/ ${LAMBDA_TASK_ROOT}/kogpt2/
 COPY templates/ ${LAMBDA_TASK_ROOT}/templates/
 COPY static/ ${LAMBDA_TASK_ROOT}/static/
@@ -83,4 +83,8 @@ RUN python -m compileall -q "${LAMBDA_TASK_ROOT}"
 LABEL kogpt2.engine="${ENGINE}" \
       kogpt2.model.id="${MODEL_ID}" \
       kogpt2.model.revision="${MODEL_REVISION}"
+# The image's own Lambda runtime (lambda_runtime.py) instead of the base image's awslambdaric,
+# which can't stream: it runs Zappa's handler (the CMD) and streams API Gateway's answers when
+# the stage's LAMBDA_RESPONSE_STREAMING is on. -u: each log line reaches CloudWatch at once.
+ENTRYPOINT ["python3", "-u", "/var/task/lambda_runtime.py"]
 CMD ["zappa.handler.lambda_handler"]

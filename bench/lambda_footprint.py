@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "deploy"))  # the API Gateway event builders
+sys.path.insert(0, str(ROOT / "tests"))  # the API Gateway event builders
 
 from lambda_task import api_event, save_python_settings, scheduled_event  # noqa: E402
 

@@ -92,5 +92,10 @@ else
 fi
 
 zappa "$zappa_command" "$stage" -d "$image"
+# Zappa (and CloudFormation on an update) set the API's integrations BUFFERED: the image's
+# runtime streams unless the stage says not to, and the integrations must say the same.
+# Before apply-limits: a new keyless OPTIONS copies its ANY's integration, and the stage's
+# throttling is set after every deployment made here.
+"$python" scripts/deploy_aws.py apply-streaming "$stage"
 # Zappa sets the function's reserved concurrency (lambda_concurrency); the rest is ours.
 "$python" scripts/deploy_aws.py apply-limits "$stage"

@@ -14,7 +14,11 @@
     deploy_aws.py image-exists REGION NAME TAG   exit 0 if NAME:TAG is in ECR, 1 if not
     deploy_aws.py function-exists STAGE          exit 0 if the stage's function exists, 1 if
                                                  not; refuses one of another architecture
-    deploy_aws.py apply-limits STAGE             after zappa deploy/update: API throttling, and
+    deploy_aws.py apply-streaming STAGE          after zappa deploy/update: every Lambda
+                                                 integration of the API STREAM (or BUFFERED, as
+                                                 the stage's LAMBDA_RESPONSE_STREAMING says),
+                                                 then a new deployment of the stage if one changed
+    deploy_aws.py apply-limits STAGE             after apply-streaming: API throttling, and
                                                  the API key's usage plan and keyless preflight
     deploy_aws.py remove-usage-plan STAGE        before zappa undeploy
 
@@ -59,6 +63,12 @@ TAG_MAX = 128  # ECR and Docker: [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}
 # out: it is written from zappa_settings.json (counted) for the stage (in the tag).
 BUILD_FILES = ["Dockerfile", ".dockerignore", "zappa_settings.json"]
 DERIVED = {"zappa_settings.py"}
+ROOT = Path(__file__).resolve().parent.parent
+# An API Gateway integration's Lambda URI: buffered (Invoke) or streamed (InvokeWithResponseStream).
+LAMBDA_URI = re.compile(r"(arn:[\w-]+:apigateway:[\w-]+:lambda:path)/\d{4}-\d{2}-\d{2}"
+                        r"/functions/(arn:[^/]+)/(?:response-streaming-)?invocations")
+TRANSFER = {True: ("STREAM", "2021-11-15", "response-streaming-invocations"),
+            False: ("BUFFERED", "2015-03-31", "invocations")}
 
 
 class DeployError(Exception):
@@ -130,8 +140,56 @@ def throttle(stage: str, config: dict) -> tuple[int, int]:
     return rate, burst
 
 
+def streams(stage: str, config: dict) -> bool:
+    """Whether the stage's function streams API Gateway's answers: its LAMBDA_RESPONSE_STREAMING,
+    read by the image's runtime's own rule (lambda_runtime.py), so that the two never disagree.
+    Zappa's handler copies the baked-in `environment_variables` over the function's own."""
+    sys.path.insert(0, str(ROOT))
+    from lambda_runtime import response_streaming
+
+    variables = {**config.get("aws_environment_variables", {}),
+                 **config.get("environment_variables", {})}
+    try:
+        return response_streaming(variables)
+    except ValueError as exc:
+        raise DeployError(f"stage {stage!r} in {SETTINGS}: {exc}") from exc
+
+
+def time_budget(config: dict) -> float:
+    """The seconds a generation may take on the stage: its KOGPT2_TIME_BUDGET_S, or the app's
+    default."""
+    sys.path.insert(0, str(ROOT))
+    from kogpt2.config import Settings
+
+    variables = {**config.get("aws_environment_variables", {}),
+                 **config.get("environment_variables", {})}
+    value = variables.get("KOGPT2_TIME_BUDGET_S")
+    return float(value) if value else Settings.model_fields["time_budget_s"].default
+
+
 def check_stage(stage: str) -> None:
     config = stage_config(stage)
+    if streams(stage, config):
+        # What API Gateway's STREAM mode can't do (it would have to hold the whole answer).
+        if config.get("payload_compression", True):  # Zappa's default: on
+            raise DeployError(
+                f"stage {stage!r} streams its answers (LAMBDA_RESPONSE_STREAMING), and API "
+                "Gateway can't compress a stream: set \"payload_compression\": false in "
+                f"{SETTINGS}, or turn streaming off with \"LAMBDA_RESPONSE_STREAMING\": "
+                "\"false\" in its aws_environment_variables")
+        if config.get("cache_cluster_enabled", False):
+            raise DeployError(
+                f"stage {stage!r} streams its answers (LAMBDA_RESPONSE_STREAMING), and API "
+                "Gateway can't cache a stream: set \"cache_cluster_enabled\": false, or turn "
+                "streaming off")
+        # Nothing else ends a stream (no 29 s integration limit): the app's time budget must
+        # end the generation, with its last event, before Lambda ends the function.
+        budget, timeout = time_budget(config), config.get("timeout_seconds", 30)
+        if budget >= timeout:
+            raise DeployError(
+                f"stage {stage!r} streams its answers, and only the function's timeout ends a "
+                f"stream: KOGPT2_TIME_BUDGET_S ({budget:g} s) must end a generation before "
+                f"\"timeout_seconds\" ({timeout} s) ends the function")
     concurrency = config.get("lambda_concurrency")
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         raise DeployError(
@@ -153,7 +211,7 @@ def licence(stage: str) -> None:
     """Say the licence of the model the stage serves, before anything is built: KoGPT2's
     (kogpt2/model/licence.py), or the weights' own from the stage's KOGPT2_MODEL_LICENCE with
     KoGPT2's for its tokenizer."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(ROOT))
     from kogpt2.model.licence import Licence, model_licences
 
     config = stage_config(stage)
@@ -409,6 +467,43 @@ def api_id_of(config: dict, stage: str) -> str:
     return resource["StackResourceDetail"]["PhysicalResourceId"]
 
 
+def apply_streaming(stage: str) -> None:
+    """Point every AWS_PROXY integration of the stage's function at the Lambda API the image's
+    runtime answers: InvokeWithResponseStream with responseTransferMode STREAM when the stage
+    streams, Invoke with BUFFERED when not. Zappa (and CloudFormation on `zappa update`) only
+    know the buffered one. A stage serves its last deployment: deploy again when one changed."""
+    config = stage_config(stage)
+    mode, version, action = TRANSFER[streams(stage, config)]
+    function = f"{config['project_name']}-{stage}"
+    apigateway = client("apigateway", config["aws_region"])
+    api_id = api_id_of(config, stage)
+    changed = []
+    for resource in apigateway.get_resources(restApiId=api_id, limit=500)["items"]:
+        for method in sorted(resource.get("resourceMethods", {})):
+            where = {"restApiId": api_id, "resourceId": resource["id"], "httpMethod": method}
+            integration = apigateway.get_integration(**where)
+            target = LAMBDA_URI.fullmatch(integration.get("uri", ""))
+            if (integration.get("type") != "AWS_PROXY" or not target
+                    or target[2].split(":")[6] != function):
+                continue  # not a proxy to this stage's function: not ours to change
+            uri = f"{target[1]}/{version}/functions/{target[2]}/{action}"
+            operations = [{"op": "replace", "path": "/uri", "value": uri}] * (
+                integration["uri"] != uri)
+            if integration.get("responseTransferMode", "BUFFERED") != mode:
+                operations.append(
+                    {"op": "replace", "path": "/responseTransferMode", "value": mode})
+            if operations:
+                apigateway.update_integration(**where, patchOperations=operations)
+                changed.append(f"{method} {resource['path']}")
+    if changed:
+        apigateway.create_deployment(restApiId=api_id, stageName=stage,
+                                     description=f"Lambda integrations {mode}")
+        print(f"deploy: {stage}: {', '.join(changed)} switched to {mode} "
+              f"({'streamed' if mode == 'STREAM' else 'buffered'} answers); stage redeployed")
+    else:
+        print(f"deploy: {stage}: the Lambda integrations were already {mode}")
+
+
 def apply_limits(stage: str) -> None:
     config = stage_config(stage)
     rate, burst = throttle(stage, config)
@@ -442,7 +537,9 @@ def keyless_preflight(apigateway, api_id: str, stage: str) -> None:
             restApiId=api_id, resourceId=resource["id"], httpMethod="ANY")
         apigateway.put_method(restApiId=api_id, resourceId=resource["id"], httpMethod="OPTIONS",
                               authorizationType="NONE", apiKeyRequired=False)
-        same_target = {key: integration[key] for key in ("uri", "credentials")
+        # The same function, answering the same way (apply-streaming ran before).
+        same_target = {key: integration[key]
+                       for key in ("uri", "credentials", "responseTransferMode")
                        if key in integration}
         apigateway.put_integration(
             restApiId=api_id, resourceId=resource["id"], httpMethod="OPTIONS",
@@ -509,6 +606,7 @@ COMMANDS = {
     "ecr-password": ecr_password,
     "image-exists": image_exists,
     "function-exists": function_exists,
+    "apply-streaming": apply_streaming,
     "apply-limits": apply_limits,
     "remove-usage-plan": remove_usage_plan,
 }

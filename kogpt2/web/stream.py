@@ -12,6 +12,10 @@ true); they differ only in the events they write (`Events`). What they share is 
   which stops within a token.
 - The request's log line is written when the stream ends, with the tokens sent and how it
   ended (observe.py hands it over).
+- A stream that failed after it began also says so in the request's WSGI environ
+  (`FAILED_KEY`: its error type), for a server that can tell its own client more than the last
+  event does: the image's Lambda runtime (lambda_runtime.py) ends the answer with Lambda's
+  error trailers then.
 """
 
 import contextlib
@@ -23,7 +27,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from flask import Response, current_app, g
+from flask import Response, current_app, g, request
 
 from ..model import GenerationResult, Prompt, TokenLogprob
 from .errors import APIError, describe
@@ -36,6 +40,7 @@ log = logging.getLogger(__name__)
 # Past the deadline the engine stops within one token; this covers one slow step (a long
 # title's first) before the server's thread stops waiting for a generation that is stuck.
 STUCK_AFTER_S = 10.0
+FAILED_KEY = "kogpt2.stream.failed"
 
 
 def event(value: dict) -> bytes:
@@ -65,6 +70,7 @@ class GenerationStream:
         # The body is written after the request, and the generation runs on another thread.
         self.app, self.generator = current_app._get_current_object(), get_generator()
         self.request_id = g.get("request_id")
+        self.environ = request.environ
         self._items: queue.Queue = queue.Queue()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
@@ -155,6 +161,7 @@ class GenerationStream:
     def _describe(self, exc: Exception) -> APIError:
         with self.app.app_context():
             self.error = describe(exc)
+        self.environ[FAILED_KEY] = self.error.error_type
         if self.error.error_type == "internal_error":
             log.error("generation failed mid-stream (request %s)", self.request_id,
                       exc_info=exc)

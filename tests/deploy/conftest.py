@@ -1,6 +1,11 @@
-"""The Lambda task root and the dev function's environment, for tests of Zappa's handler."""
+"""The Lambda task root and the dev function's environment, for tests of Zappa's handler; the
+image's runtime stage and a venv with what it installs."""
+
+import subprocess
+import sys
 
 import pytest
+from lambda_image import chain, requirement_files, stages
 from lambda_task import SETTINGS, make_task_root
 
 
@@ -23,3 +28,25 @@ def lambda_env(tiny_model_dir):
         "AWS_LAMBDA_FUNCTION_NAME": "kogpt2-dev",  # Lambda sets it: the app then writes EMF
         **env,
     }
+
+
+@pytest.fixture(scope="session")
+def runtime_instructions():
+    # The arm64 image's runtime (CTranslate2), which the tiny stand-in's conversion serves
+    # here; the x86_64 image's (OpenVINO) is the same stage (test_dockerfile.py).
+    return chain(stages({"ENGINE": "ctranslate2"}), "runtime")
+
+
+@pytest.fixture(scope="session")
+def image_venv(runtime_instructions, tmp_path_factory):
+    """A venv with exactly what the runtime stage's pip installs put in the image."""
+    venv = tmp_path_factory.mktemp("image-venv")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    for requirements in requirement_files(runtime_instructions):
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "-r", str(requirements)],
+            check=True, timeout=900,
+        )
+    return python

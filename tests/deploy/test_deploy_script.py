@@ -3,6 +3,10 @@
 Zappa runs for real; only AWS is moto and only docker is fake (it records its calls). moto has
 no ListFunctionUrlConfigs, which `zappa update` calls: that one call is stubbed (empty list,
 as AWS answers for a function without a URL) through a sitecustomize on the scripts' path.
+moto 5.2 also drops an integration's responseTransferMode and has no UpdateIntegration: the
+same sitecustomize records every API Gateway call (the tests check them against botocore's own
+service model), plays UpdateIntegration on moto's PutIntegration, and keeps each integration's
+transfer mode beside moto, for as long as moto's URI is the one it was set with.
 The hub that resolves MODEL_REVISION to a commit is tests/fake_hub.py. Everything not on
 127.0.0.1 (Zappa's PyPI version check) goes to a dead proxy.
 """
@@ -19,13 +23,16 @@ import urllib.request
 from pathlib import Path
 
 import boto3
+import botocore
+import botocore.session
 import pytest
+from botocore.validate import validate_parameters
 from local_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 DEPLOY_FILES = ["zappa_settings.json", "Dockerfile", ".dockerignore", "app.py",
-                "scripts/deploy.sh", "scripts/deploy_aws.py"]
+                "lambda_runtime.py", "scripts/deploy.sh", "scripts/deploy_aws.py"]
 # The hub's commits of the checkpoints the tests deploy (MODEL_REVISION is resolved to them).
 MAIN_COMMIT = "1a2b3c4d" * 5
 V2_COMMIT = "9f8e7d6c" * 5
@@ -57,11 +64,24 @@ if call[:1] == ["push"]:
 """
 
 STUB_MISSING_MOTO_CALL = """\
+import json
 import os
 
 import botocore.client
+from botocore.validate import validate_parameters
 
 _make_api_call = botocore.client.BaseClient._make_api_call
+MODES = os.environ["TRANSFER_MODES"]  # {"api/resource/method": [uri, mode]}
+
+
+def modes():
+    return json.load(open(MODES)) if os.path.exists(MODES) else {}
+
+
+def remember(key, uri, mode):
+    known = modes()
+    known[key] = [uri, mode]
+    json.dump(known, open(MODES, "w"))
 
 
 def make_api_call(self, operation_name, api_params):
@@ -69,7 +89,34 @@ def make_api_call(self, operation_name, api_params):
         return {"FunctionUrlConfigs": []}
     if operation_name == os.environ.get("BREAK_AWS_CALL"):
         return {}  # an answer without what the caller reads it for: deploy_aws.py crashes
-    return _make_api_call(self, operation_name, api_params)
+    if self.meta.service_model.service_name != "apigateway":
+        return _make_api_call(self, operation_name, api_params)
+    with open(os.environ["API_CALLS"], "a") as calls:
+        calls.write(json.dumps({"operation": operation_name, "params": api_params}) + "\\n")
+    where = {name: api_params[name] for name in ("restApiId", "resourceId", "httpMethod")
+             if name in api_params}
+    key = "/".join(where.values())
+    model = self.meta.service_model
+    if operation_name == "UpdateIntegration":  # moto 5.2 has no route for it
+        validate_parameters(api_params, model.operation_model(operation_name).input_shape)
+        integration = self.get_integration(**where)
+        for operation in api_params["patchOperations"]:
+            assert operation["op"] == "replace", operation
+            integration[operation["path"].lstrip("/")] = operation["value"]
+        put = model.operation_model("PutIntegration").input_shape.members
+        _make_api_call(self, "PutIntegration", {
+            **where, "integrationHttpMethod": integration["httpMethod"],
+            **{name: value for name, value in integration.items()
+               if name in put and name not in where and name != "responseTransferMode"}})
+        remember(key, integration["uri"], integration["responseTransferMode"])
+        return integration
+    answer = _make_api_call(self, operation_name, api_params)
+    if operation_name == "PutIntegration":
+        remember(key, api_params.get("uri"), api_params.get("responseTransferMode", "BUFFERED"))
+    if operation_name in ("GetIntegration", "PutIntegration"):
+        uri, mode = modes().get(key, (None, None))
+        answer["responseTransferMode"] = mode if uri == answer.get("uri") else "BUFFERED"
+    return answer
 
 
 botocore.client.BaseClient._make_api_call = make_api_call
@@ -162,15 +209,19 @@ def run_deploy(project, moto_url, tmp_path, hub):
     stub_dir.mkdir()
     (stub_dir / "sitecustomize.py").write_text(STUB_MISSING_MOTO_CALL)
     calls_file = tmp_path / "docker-calls.jsonl"
+    api_calls = tmp_path / "api-calls.jsonl"  # API Gateway's, the last run's
 
     def run(*args, docker=True, credentials=True, **extra_env):
         calls_file.unlink(missing_ok=True)
+        api_calls.unlink(missing_ok=True)
         path = [str(VENV_BIN), "/usr/bin", "/bin"]
         env = {
             "PATH": os.pathsep.join([str(fake_bin)] * docker + path),
             "HOME": str(tmp_path),
             "PYTHONPATH": str(stub_dir),
             "DOCKER_CALLS": str(calls_file),
+            "API_CALLS": str(api_calls),
+            "TRANSFER_MODES": str(run.transfer_modes),
             "AWS_ENDPOINT_URL": moto_url,
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
@@ -194,6 +245,8 @@ def run_deploy(project, moto_url, tmp_path, hub):
             calls = [json.loads(line) for line in calls_file.read_text().splitlines()]
         return process, calls
 
+    run.api_calls = api_calls
+    run.transfer_modes = tmp_path / "transfer-modes.json"
     return run
 
 
@@ -529,8 +582,10 @@ def test_an_api_key_stage_lets_keyed_callers_and_browser_preflights_in(run_deplo
         # A preflight never carries the key: OPTIONS goes to the app without one.
         assert method("OPTIONS")["apiKeyRequired"] is False
         assert method("OPTIONS")["methodIntegration"]["type"] == "AWS_PROXY"
-        assert (method("OPTIONS")["methodIntegration"]["uri"]
-                == method("ANY")["methodIntegration"]["uri"])
+    # The preflight reaches the same function, answering the same (streamed) way.
+    targets = integrations(aws, run_deploy)
+    for path in ("/", "/{proxy+}"):
+        assert targets["OPTIONS", path] == targets["ANY", path] == (streaming_uri(aws), "STREAM")
     # API Gateway refuses a key that is in no usage plan of the stage.
     (key,) = apigateway.get_api_keys()["items"]
     assert f"deploy: API key {key['id']}" in process.stdout
@@ -677,3 +732,169 @@ def test_the_licence_of_other_weights_is_said_with_kogpt2s_for_the_tokenizer(pro
         "by-nc-sa/4.0/; https://huggingface.co/skt/kogpt2-base-v2)",
         "deploy: stage dev may serve only non-commercial use: see README.md, \"Licence\"",
     ]
+
+
+# --- Streaming: the API's integrations as the image's runtime answers ------------------------
+
+APIGATEWAY = botocore.session.get_session().get_service_model("apigateway")
+
+
+def api_id(aws, stage="dev"):
+    return aws("cloudformation").describe_stack_resource(
+        StackName=f"kogpt2-{stage}", LogicalResourceId="Api")["StackResourceDetail"][
+        "PhysicalResourceId"]
+
+
+def integrations(aws, run_deploy, stage="dev"):
+    """{(method, path): (URI, transfer mode)} of the stage's API: moto's URI, and the mode the
+    stub keeps beside it (moto drops it)."""
+    modes = (json.loads(run_deploy.transfer_modes.read_text())
+             if run_deploy.transfer_modes.exists() else {})
+    apigateway, api = aws("apigateway"), api_id(aws, stage)
+    found = {}
+    for resource in apigateway.get_resources(restApiId=api)["items"]:
+        for method in resource.get("resourceMethods", {}):
+            uri = apigateway.get_integration(
+                restApiId=api, resourceId=resource["id"], httpMethod=method)["uri"]
+            kept_uri, mode = modes.get(f"{api}/{resource['id']}/{method}", (None, None))
+            found[method, resource["path"]] = (uri, mode if kept_uri == uri else "BUFFERED")
+    return found
+
+
+def function_arn(aws, stage="dev"):
+    return aws("lambda").get_function(FunctionName=f"kogpt2-{stage}")["Configuration"][
+        "FunctionArn"]
+
+
+def streaming_uri(aws, stage="dev"):
+    """AWS's documented form: InvokeWithResponseStream's API version and action."""
+    return (f"arn:aws:apigateway:{REGION}:lambda:path/2021-11-15/functions/"
+            f"{function_arn(aws, stage)}/response-streaming-invocations")
+
+
+def buffered_uri(aws, stage="dev"):
+    return (f"arn:aws:apigateway:{REGION}:lambda:path/2015-03-31/functions/"
+            f"{function_arn(aws, stage)}/invocations")
+
+
+def api_calls(run_deploy):
+    """The last run's API Gateway calls, each checked against botocore's model of the API."""
+    calls = [json.loads(line) for line in run_deploy.api_calls.read_text().splitlines()]
+    for call in calls:
+        validate_parameters(call["params"],
+                            APIGATEWAY.operation_model(call["operation"]).input_shape)
+    integration = APIGATEWAY.operation_model("GetIntegration").output_shape.members
+    for call in calls:
+        for operation in call["params"].get("patchOperations", []):
+            if call["operation"] != "UpdateIntegration":
+                continue
+            member = integration[operation["path"].removeprefix("/")]  # a field it has
+            assert operation["op"] == "replace"
+            assert not member.enum or operation["value"] in member.enum, operation
+    return [(call["operation"], call["params"]) for call in calls]
+
+
+def switches(calls):
+    """The UpdateIntegration calls: {method: [(path, value)]}, and the deployments made after
+    the first of them (Zappa makes one of its own before)."""
+    updates, deployments = {}, []
+    for operation, params in calls:
+        if operation == "UpdateIntegration":
+            updates.setdefault(params["httpMethod"], []).append(
+                sorted((op["path"], op["value"]) for op in params["patchOperations"]))
+        elif operation == "CreateDeployment" and updates:
+            deployments.append(params)
+    return updates, deployments
+
+
+def test_botocore_knows_the_transfer_mode():
+    assert tuple(map(int, botocore.__version__.split(".")[:2])) >= (1, 41)
+    field = APIGATEWAY.operation_model("PutIntegration").input_shape.members
+    assert field["responseTransferMode"].enum == ["BUFFERED", "STREAM"]
+
+
+def test_deploy_and_update_switch_the_api_to_streaming(run_deploy, project, aws):
+    assert SETTINGS["aws_environment_variables"]["LAMBDA_RESPONSE_STREAMING"] == "true"
+    process, _ = run_deploy("dev")
+    assert process.returncode == 0, process.stdout + process.stderr
+    stream = (streaming_uri(aws), "STREAM")
+    assert integrations(aws, run_deploy) == {("ANY", "/"): stream, ("ANY", "/{proxy+}"): stream}
+    calls = api_calls(run_deploy)
+    updates, deployments = switches(calls)
+    assert updates == {"ANY": [sorted([("/responseTransferMode", "STREAM"),
+                                       ("/uri", streaming_uri(aws))])] * 2}
+    assert [d["stageName"] for d in deployments] == ["dev"]  # the stage serves the switch
+    operations = [operation for operation, _ in calls]
+    # The throttling is set after the last deployment, and holds.
+    last = {name: i for i, name in enumerate(operations)}  # each one's last call
+    assert last["UpdateIntegration"] < last["CreateDeployment"] < last["UpdateStage"]
+    assert "/*/*/throttling/rateLimit" in json.dumps(calls[last["UpdateStage"]][1])
+    assert stage_limits(aws, "dev") == (2, (1.0, 2))
+    assert ("deploy: dev: ANY /, ANY /{proxy+} switched to STREAM (streamed answers); stage "
+            "redeployed") in process.stdout
+    # Nothing Zappa does can be compressed or cached: STREAM mode refuses both.
+    api = aws("apigateway").get_rest_api(restApiId=api_id(aws))
+    assert "minimumCompressionSize" not in api
+
+    # An update whose CloudFormation left the integrations alone changes nothing.
+    process, _ = run_deploy("dev")
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert switches(api_calls(run_deploy)) == ({}, [])
+    assert "deploy: dev: the Lambda integrations were already STREAM" in process.stdout
+    assert integrations(aws, run_deploy)["ANY", "/{proxy+}"] == stream
+
+    # One whose CloudFormation put them back to BUFFERED (as AWS may) gets them switched again.
+    run_deploy.transfer_modes.unlink()
+    process, _ = run_deploy("dev")
+    assert process.returncode == 0, process.stdout + process.stderr
+    updates, deployments = switches(api_calls(run_deploy))
+    assert updates == {"ANY": [[("/responseTransferMode", "STREAM")]] * 2}
+    assert len(deployments) == 1
+    assert set(integrations(aws, run_deploy).values()) == {stream}
+    assert stage_limits(aws, "dev") == (2, (1.0, 2))
+
+
+def test_a_stage_with_streaming_off_stays_buffered_and_goes_back(run_deploy, project, aws):
+    process, _ = run_deploy("dev")  # streamed first
+    assert process.returncode == 0, process.stdout + process.stderr
+    settings = json.loads((project / "zappa_settings.json").read_text())
+    settings["dev"]["aws_environment_variables"]["LAMBDA_RESPONSE_STREAMING"] = "false"
+    (project / "zappa_settings.json").write_text(json.dumps(settings, indent=4))
+    commit(project, "streaming off")
+    process, _ = run_deploy("dev")
+    assert process.returncode == 0, process.stdout + process.stderr
+    buffered = (buffered_uri(aws), "BUFFERED")
+    assert integrations(aws, run_deploy) == {("ANY", "/"): buffered,
+                                             ("ANY", "/{proxy+}"): buffered}
+    updates, deployments = switches(api_calls(run_deploy))
+    assert updates == {"ANY": [sorted([("/responseTransferMode", "BUFFERED"),
+                                       ("/uri", buffered_uri(aws))])] * 2}
+    assert len(deployments) == 1
+    # The function is told the same: its runtime answers buffered.
+    variables = aws("lambda").get_function(FunctionName="kogpt2-dev")["Configuration"][
+        "Environment"]["Variables"]
+    assert variables["LAMBDA_RESPONSE_STREAMING"] == "false"
+
+    process, _ = run_deploy("dev")  # and stays so
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert switches(api_calls(run_deploy)) == ({}, [])
+    assert "deploy: dev: the Lambda integrations were already BUFFERED" in process.stdout
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"payload_compression": True}, "API Gateway can't compress a stream"),
+    ({"cache_cluster_enabled": True}, "API Gateway can't cache a stream"),
+    ({"timeout_seconds": 20}, "KOGPT2_TIME_BUDGET_S (20 s) must end a generation before "
+                              "\"timeout_seconds\" (20 s) ends the function"),
+    ({"aws_environment_variables": {**SETTINGS["aws_environment_variables"],
+                                    "LAMBDA_RESPONSE_STREAMING": "yes"}},
+     "LAMBDA_RESPONSE_STREAMING='yes': it is 'true' (the default) or 'false'"),
+])
+def test_what_streaming_cant_do_is_refused_before_anything_is_built(
+        run_deploy, project, aws, change, message):
+    edit_settings(project, "dev", **change)
+    process, calls = run_deploy("dev")
+    assert process.returncode != 0
+    assert message in process.stderr and "Traceback" not in process.stderr
+    assert calls == []
+    assert aws("lambda").list_functions()["Functions"] == []

@@ -1,11 +1,12 @@
 """The Lambda image, without Docker: hadolint, the stages' structure, the model stage's
 command, and the runtime stage rebuilt in a fresh venv.
 
-The runtime stage is read from the Dockerfile itself: the requirements its stages install, the
-files it copies, its ENV and its CMD. They are laid out under a temporary root (paths like
-/opt/kogpt2/model and ${LAMBDA_TASK_ROOT} moved under it) and the CMD handler is invoked there
-on the tiny stand-in converted by scripts/convert.py, in a venv that has only what the image
-installs: no torch, no transformers.
+The runtime stage is read from the Dockerfile itself (tests/lambda_image.py): the requirements
+its stages install, the files it copies, its ENV, ENTRYPOINT and CMD. They are laid out under a
+temporary root (paths like /opt/kogpt2/model and ${LAMBDA_TASK_ROOT} moved under it) and the
+ENTRYPOINT + CMD run there against a fake Runtime API (tests/fake_runtime_api.py) on the
+tiny stand-in converted by scripts/convert.py, in a venv that has only what the image installs:
+no torch, no transformers.
 """
 
 import json
@@ -19,57 +20,20 @@ from pathlib import Path
 
 import pytest
 from deploy_aws import excluded, ignore_rules
-from dockerfile_parse import DockerfileParser
-from lambda_task import ROOT, api_event, invoke, save_python_settings, scheduled_event
+from lambda_image import (
+    DOCKERFILE,
+    LAMBDA_TASK_ROOT,
+    chain,
+    exec_form,
+    global_args,
+    image_env,
+    lay_out,
+    requirement_files,
+    stages,
+)
+from lambda_task import ROOT, api_event, run_image, scheduled_event
 
-DOCKERFILE = ROOT / "Dockerfile"
-LAMBDA_TASK_ROOT = "/var/task"  # the base image's ENV
 TITLE = "근육이 커지기 위해서는"
-
-
-def stages(build_args=None):
-    """{stage name: (parent, [(instruction, value)])}, with the file's ARG defaults applied."""
-    parser = DockerfileParser(str(DOCKERFILE))
-    args = {}
-    result, current = {}, None
-    for item in parser.structure:
-        instruction, value = item["instruction"], item["value"]
-        if instruction == "ARG" and current is None:
-            name, _, default = value.partition("=")
-            args[name] = (build_args or {}).get(name, default)
-        elif instruction == "FROM":
-            for name, arg in args.items():
-                value = value.replace("${" + name + "}", arg)
-            parent, _, name = value.partition(" AS ")
-            current = result[name.strip()] = (parent.strip(), [])
-        elif current is not None and instruction != "COMMENT":
-            current[1].append((instruction, value))
-    return result
-
-
-def chain(all_stages, name):
-    """The instructions that make stage `name`, its parent stages' first."""
-    parent, instructions = all_stages[name]
-    return (chain(all_stages, parent) if parent in all_stages else []) + instructions
-
-
-def global_args():
-    parser = DockerfileParser(str(DOCKERFILE))
-    args = {}
-    for item in parser.structure:
-        if item["instruction"] == "FROM":
-            return args
-        if item["instruction"] == "ARG":
-            name, _, default = item["value"].partition("=")
-            args[name] = default
-    return args
-
-
-@pytest.fixture(scope="session")
-def runtime_instructions():
-    # The arm64 image's runtime (CTranslate2), which the tiny stand-in's conversion serves
-    # here; the x86_64 image's (OpenVINO) is the same stage (test below).
-    return chain(stages({"ENGINE": "ctranslate2"}), "runtime")
 
 
 def test_hadolint_passes():
@@ -217,22 +181,12 @@ def test_the_image_keeps_caches_in_tmp_and_runs_zappa(runtime_instructions):
     assert env["HF_HUB_OFFLINE"] == "1"
     for name in ("HF_HOME", "XDG_CACHE_HOME"):
         assert env[name].startswith("/tmp/")
-    cmd = [json.loads(value) for kind, value in runtime_instructions if kind == "CMD"][-1]
-    assert cmd == ["zappa.handler.lambda_handler"]
-
-
-def image_env(instructions, moved=lambda value: value, build_args=None):
-    """The image's ENV, with the build's ARG values put in as Docker does."""
-    args = {**global_args(), **(build_args or {})}
-    env = {}
-    for kind, value in instructions:
-        if kind == "ENV":
-            for pair in shlex.split(value):
-                name, _, setting = pair.partition("=")
-                for arg, arg_value in args.items():
-                    setting = setting.replace("${" + arg + "}", arg_value)
-                env[name] = moved(setting)
-    return env
+    assert exec_form(runtime_instructions, "CMD") == ["zappa.handler.lambda_handler"]
+    # Lambda runs the ENTRYPOINT with the CMD: the image's own runtime, copied to the task root.
+    entrypoint = exec_form(runtime_instructions, "ENTRYPOINT")
+    assert entrypoint[0] == "python3" and entrypoint[-1] == f"{LAMBDA_TASK_ROOT}/lambda_runtime.py"
+    assert ("COPY", "app.py lambda_runtime.py zappa_settings.py ${LAMBDA_TASK_ROOT}/") in (
+        runtime_instructions)
 
 
 def test_the_image_names_its_engine_and_the_stages_leave_it_alone():
@@ -244,37 +198,6 @@ def test_the_image_names_its_engine_and_the_stages_leave_it_alone():
     for stage in settings.values():  # the function's environment would win over the image's
         for variables in ("aws_environment_variables", "environment_variables"):
             assert "KOGPT2_ENGINE" not in stage.get(variables, {})
-
-
-def requirement_files(instructions):
-    """The context files that `pip install -r` reads, found through the COPYs that put them."""
-    copied = {}
-    for kind, value in instructions:
-        if kind == "COPY" and not value.startswith("--from"):
-            *sources, destination = value.split()
-            for source in sources:
-                copied[destination.rstrip("/") + "/" + Path(source).name] = ROOT / source
-    files = []
-    for kind, value in instructions:
-        if kind == "RUN" and "pip install" in value:
-            words = value.split()
-            files += [copied[words[i + 1]] for i, word in enumerate(words) if word == "-r"]
-    return files
-
-
-@pytest.fixture(scope="session")
-def image_venv(runtime_instructions, tmp_path_factory):
-    """A venv with exactly what the runtime stage's pip installs put in the image."""
-    venv = tmp_path_factory.mktemp("image-venv")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    for requirements in requirement_files(runtime_instructions):
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "-r", str(requirements)],
-            check=True, timeout=900,
-        )
-    return python
 
 
 def test_the_slim_image_installs_neither_torch_nor_transformers(image_venv, runtime_instructions):
@@ -291,47 +214,16 @@ def test_the_slim_image_installs_neither_torch_nor_transformers(image_venv, runt
 def test_the_image_serves_from_its_layout(image_venv, runtime_instructions, tmp_path, request,
                                           engine, model_fixture):
     model_dir = request.getfixturevalue(model_fixture)
-    image_root = tmp_path / "image"
-
-    def moved(path: str) -> str:
-        path = path.replace("${LAMBDA_TASK_ROOT}", LAMBDA_TASK_ROOT)
-        return str(image_root) + path if path.startswith(("/opt/", "/var/")) else path
-
-    task_root = Path(moved(LAMBDA_TASK_ROOT))
-    task_root.mkdir(parents=True)
-    for kind, value in runtime_instructions:
-        if kind != "COPY" or "/build/" in value:  # /build: the requirements, installed above
-            continue
-        *sources, destination = value.split()
-        if sources[0] == "--from=model":  # the converted model: here, the tiny stand-in
-            shutil.copytree(model_dir, moved(destination))
-            continue
-        for source in sources:
-            target = Path(moved(destination))
-            if source == "zappa_settings.py":  # scripts/deploy.sh writes it before the build
-                save_python_settings(ROOT, "dev", task_root)
-            elif (ROOT / source).is_dir():
-                shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                assert (ROOT / source).is_file(), f"COPY {source}: not in the repository"
-                target.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(ROOT / source, target / source)
-
-    settings = json.loads((ROOT / "zappa_settings.json").read_text())["dev"]
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        **image_env(runtime_instructions, moved, {"ENGINE": engine}),
-        **{name: moved(value) for name, value in settings["aws_environment_variables"].items()},
-    }
-    assert env["KOGPT2_MODEL"] == str(image_root / "opt/kogpt2/model")
-    cmd = [json.loads(value) for kind, value in runtime_instructions if kind == "CMD"][-1]
+    image = lay_out(runtime_instructions, tmp_path / "image", model_dir, engine)
+    assert image.env["KOGPT2_MODEL"] == str(tmp_path / "image/opt/kogpt2/model")
     headers = {"Content-Type": "application/json"}
-    warm_up, generated, info = invoke(task_root, [
-        scheduled_event("kogpt2-dev-app.warm_up"),
-        api_event("POST", "/generate", body={"text": TITLE, "max_new_tokens": 8}, headers=headers),
-        api_event("GET", "/info"),
-    ], env, tmp_path, python=str(image_venv), handler=cmd[0])
+    with run_image(image, image_venv, tmp_path) as function:
+        warm_up, generated, info = (function.invoke(event) for event in [
+            scheduled_event("kogpt2-dev-app.warm_up"),
+            api_event("POST", "/generate", body={"text": TITLE, "max_new_tokens": 8},
+                      headers=headers),
+            api_event("GET", "/info"),
+        ])
 
     assert warm_up["loaded"] is True and warm_up["engine"] == engine
     assert generated["statusCode"] == 200, generated["body"]

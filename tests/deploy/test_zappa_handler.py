@@ -3,6 +3,9 @@
 The task root holds what the image's runtime stage copies and the `zappa_settings.py` that
 `zappa save-python-settings-file dev` writes from this repository's settings; the function's
 environment is the dev stage's `aws_environment_variables`, pointed at the tiny stand-in.
+Each test runs twice: through awslambdaric's way of calling the handler (what the image ran
+before it had its own runtime), and through the image's own runtime (lambda_runtime.py, which
+streams API Gateway's answers), as API Gateway would read its answers.
 """
 
 import base64
@@ -13,8 +16,10 @@ from urllib.parse import quote
 import pytest
 from events import parse_events, split_stream
 from lambda_task import (
+    BUFFERED,
     ROOT,
     SETTINGS,
+    STREAMING,
     api_event,
     headers_of,
     invoke,
@@ -27,10 +32,16 @@ ORIGIN = "https://example.org"
 TITLE = "근육이 커지기 위해서는"
 
 
+@pytest.fixture(params=[BUFFERED, STREAMING])
+def runtime(request):
+    return request.param
+
+
 @pytest.fixture
-def run(task_root, lambda_env, tmp_path):
+def run(task_root, lambda_env, tmp_path, runtime):
     def events(*events, **env):
-        responses = invoke(task_root, list(events), {**lambda_env, **env}, tmp_path)
+        responses = invoke(task_root, list(events), {**lambda_env, **env}, tmp_path,
+                           runtime=runtime)
         for response in responses:
             assert "Traceback" not in json.dumps(response)
         return responses
@@ -148,12 +159,13 @@ def test_a_missing_model_is_a_clear_503_not_a_traceback(run, tmp_path):
     assert headers_of(response)["access-control-allow-origin"] == "*"
 
 
-def test_an_event_zappa_cannot_read_is_a_500_without_a_traceback(run):
-    # Fails inside Zappa, before the app: only `debug: false` keeps the traceback out.
+def test_an_event_zappa_cannot_read_is_a_500_without_a_traceback(task_root, lambda_env, tmp_path):
+    # Fails inside Zappa, before the app: only `debug: false` keeps the traceback out. (The
+    # image's own runtime sends such a failure to Lambda's /error: test_lambda_runtime.py.)
     headers = {"Content-Type": "application/json"}
     broken = api_event("POST", "/generate", body="abc", headers=headers)
     broken["isBase64Encoded"] = True  # and "abc" is not base64
-    (response,) = run(broken)
+    (response,) = invoke(task_root, [broken], lambda_env, tmp_path, runtime=BUFFERED)
     assert response["statusCode"] == 500
     assert "uncaught exception" in response["body"]
     assert "traceback" not in response["body"].lower()
@@ -259,7 +271,8 @@ EMF_SCHEMA = {
 }
 
 
-def test_each_request_writes_one_embedded_metric_format_line(task_root, lambda_env, tmp_path):
+def test_each_request_writes_one_embedded_metric_format_line(task_root, lambda_env, tmp_path,
+                                                            runtime):
     import jsonschema
 
     events = [api_event("POST", "/generate", body={"text": TITLE, "max_new_tokens": 3},
@@ -267,7 +280,7 @@ def test_each_request_writes_one_embedded_metric_format_line(task_root, lambda_e
               api_event("POST", "/generate", body={"text": ""},
                         headers={"Content-Type": "application/json"}),
               api_event("GET", "/health")]
-    responses, log = invoke_logged(task_root, events, lambda_env, tmp_path)
+    responses, log = invoke_logged(task_root, events, lambda_env, tmp_path, runtime=runtime)
     assert [r["statusCode"] for r in responses] == [200, 422, 200]
     lines = [json.loads(line) for line in log.splitlines() if line.startswith('{"_aws"')]
     assert [(line["Route"], line["Status"]) for line in lines] == [
@@ -325,14 +338,15 @@ def debug_task_root(tmp_path_factory):
     return root
 
 
-def serve_secret(root, lambda_env, tmp_path, **env):
-    responses, log = invoke_logged(root, secret_events(), {**lambda_env, **env}, tmp_path)
+def serve_secret(root, lambda_env, tmp_path, runtime, **env):
+    responses, log = invoke_logged(root, secret_events(), {**lambda_env, **env}, tmp_path,
+                                   runtime=runtime)
     assert [response["statusCode"] for response in responses] == [200, 200, 200]
     return log
 
 
-def test_the_log_holds_no_title_at_info(task_root, lambda_env, tmp_path):
-    log = serve_secret(task_root, lambda_env, tmp_path)
+def test_the_log_holds_no_title_at_info(task_root, lambda_env, tmp_path, runtime):
+    log = serve_secret(task_root, lambda_env, tmp_path, runtime)
     leaks = [trace for trace in traces_of_secret() if trace in log]
     assert not leaks, log
     assert log.count('{"_aws"') == 3  # the metric lines were written, without the title
@@ -341,16 +355,17 @@ def test_the_log_holds_no_title_at_info(task_root, lambda_env, tmp_path):
     assert log.count('"POST /generate HTTP/1.1" 200') == 2, log
 
 
-def test_the_log_holds_no_title_with_zappa_debug_logging(debug_task_root, lambda_env, tmp_path):
-    log = serve_secret(debug_task_root, lambda_env, tmp_path)
+def test_the_log_holds_no_title_with_zappa_debug_logging(debug_task_root, lambda_env, tmp_path,
+                                                         runtime):
+    log = serve_secret(debug_task_root, lambda_env, tmp_path, runtime)
     leaks = [trace for trace in traces_of_secret() if trace in log]
     assert not leaks, log
     assert "Zappa Event:" not in log
     assert "DEBUG:zappa.handler:host found" in log  # DEBUG records do reach the log
 
 
-def test_log_prompts_lets_the_title_into_the_log(debug_task_root, lambda_env, tmp_path):
-    log = serve_secret(debug_task_root, lambda_env, tmp_path, KOGPT2_LOG_PROMPTS="true")
+def test_log_prompts_lets_the_title_into_the_log(debug_task_root, lambda_env, tmp_path, runtime):
+    log = serve_secret(debug_task_root, lambda_env, tmp_path, runtime, KOGPT2_LOG_PROMPTS="true")
     access = [json.loads(line) for line in log.splitlines() if line.startswith('{"request_id"')]
     assert [line["prompt"] for line in access if line["route"] == "/generate"] == [
         SECRET_TITLE, SECRET_TITLE]

@@ -5,6 +5,11 @@ process (one warm container: the events go through it in order) and returns its 
 `WarmLambda` keeps such a process running and takes one event at a time; `ApiGateway` is an
 httpx transport that sends each HTTP request through it as an API Gateway event, so an HTTP
 client (the openai SDK) calls the handler as it would call the deployed API.
+
+With `runtime=STREAMING` (or `StreamingLambda` for `WarmLambda`) the events go instead through
+the image's own runtime, its ENTRYPOINT + CMD read from the Dockerfile, against a fake Runtime
+API (fake_runtime_api.py); a streamed answer comes back as API Gateway would hand it on: the
+prelude's status and headers, the body whole.
 """
 
 import base64
@@ -14,15 +19,20 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import httpx2 as httpx
+from fake_runtime_api import Answer, FakeRuntimeApi
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = json.loads((ROOT / "zappa_settings.json").read_text())
 API_ID = "abc123defg"
 REGION = "ap-northeast-2"
 HOST = f"{API_ID}.execute-api.{REGION}.amazonaws.com"
+# The two ways the image has run Zappa's handler: awslambdaric (the base image's runtime, as
+# RUNTIME below plays it) and the image's own, which streams API Gateway's answers.
+BUFFERED, STREAMING = "awslambdaric", "lambda_runtime"
 
 # What the Lambda runtime does with the image's CMD: import the handler, call it per event.
 RUNTIME = textwrap.dedent("""\
@@ -61,7 +71,8 @@ WARM_RUNTIME = textwrap.dedent("""\
 
 def make_task_root(root: Path, settings_dir: Path = ROOT) -> Path:
     """What the image's runtime stage copies, and the dev stage's zappa_settings.py."""
-    shutil.copy2(ROOT / "app.py", root)
+    for name in ("app.py", "lambda_runtime.py"):
+        shutil.copy2(ROOT / name, root)
     for folder in ("kogpt2", "templates", "static"):
         shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     save_python_settings(settings_dir, "dev", root)
@@ -81,14 +92,21 @@ def save_python_settings(source_dir: Path, stage: str, task_root: Path) -> Path:
 
 
 def invoke(task_root: Path, events: list[dict], env: dict[str, str], tmp_path: Path, *,
-           python: str = sys.executable, handler: str = "zappa.handler.lambda_handler"):
+           python: str = sys.executable, handler: str = "zappa.handler.lambda_handler",
+           runtime: str = BUFFERED):
     """The handler's response to each event, in one process: one warm container."""
-    return invoke_logged(task_root, events, env, tmp_path, python=python, handler=handler)[0]
+    return invoke_logged(task_root, events, env, tmp_path, python=python, handler=handler,
+                         runtime=runtime)[0]
 
 
 def invoke_logged(task_root: Path, events: list[dict], env: dict[str, str], tmp_path: Path, *,
-                  python: str = sys.executable, handler: str = "zappa.handler.lambda_handler"):
+                  python: str = sys.executable, handler: str = "zappa.handler.lambda_handler",
+                  runtime: str = BUFFERED):
     """(responses, log): the log is all the process wrote, as CloudWatch gets a function's."""
+    if runtime == STREAMING:
+        with StreamingLambda(task_root, env, tmp_path, python=python) as function:
+            responses = [function.invoke(event) for event in events]
+        return responses, function.log()
     events_file, responses_file = tmp_path / "events.json", tmp_path / "responses.json"
     events_file.write_text(json.dumps(events))
     process = subprocess.run(
@@ -233,3 +251,88 @@ class ApiGateway(httpx.BaseTransport):
                    else content.encode())
         return httpx.Response(response["statusCode"], headers=headers_of(response),
                               content=content, request=request)
+
+
+def image_command(task_root: Path) -> list[str]:
+    """What Lambda starts in the image: its ENTRYPOINT + CMD, /var/task being `task_root`."""
+    from lambda_image import LAMBDA_TASK_ROOT, chain, exec_form, stages
+
+    instructions = chain(stages(), "runtime")
+    return [word.replace(LAMBDA_TASK_ROOT, str(task_root)) for word in
+            exec_form(instructions, "ENTRYPOINT") + exec_form(instructions, "CMD")]
+
+
+def as_proxy_response(answer: Answer) -> dict:
+    """What the runtime answered, in the shape API Gateway reads from a buffered answer: a
+    streamed answer's prelude with its body (text), or the handler's own dict. An /error is
+    {"runtimeError": its payload}."""
+    if answer.path == "error":
+        return {"runtimeError": answer.json()}
+    if not answer.streamed:
+        return answer.json()
+    assert answer.path == "response" and not answer.trailers, answer.trailers
+    prelude, body = answer.split()
+    return {**prelude, "body": body.decode(), "isBase64Encoded": False}
+
+
+class StreamingLambda:
+    """One container of the image's own runtime (ENTRYPOINT + CMD) against a fake Runtime API:
+    `invoke(event)` returns what API Gateway would read (as_proxy_response), `answer(event)` the
+    raw Answer, `log()` what the process wrote.
+
+        with StreamingLambda(task_root, env, tmp_path) as function:
+            function.invoke(api_event("GET", "/health"))
+    """
+
+    def __init__(self, task_root: Path, env: dict[str, str], tmp_path: Path, *,
+                 python: str = sys.executable, command: list[str] | None = None,
+                 deadline_s: float = 30.0):
+        self.task_root, self.env, self.python = task_root, env, python
+        self.command = command or image_command(task_root)
+        self.output = tmp_path / "runtime-output.txt"
+        self.api = FakeRuntimeApi(deadline_s=deadline_s)
+
+    def __enter__(self) -> "StreamingLambda":
+        self.api.__enter__()
+        # `python3` in the ENTRYPOINT is the given python, as /var/lang/bin's is in the image.
+        path = os.pathsep.join([str(Path(self.python).parent),
+                                self.env.get("PATH", "/usr/bin:/bin")])
+        with self.output.open("w") as output:
+            self.process = subprocess.Popen(
+                self.command, cwd=self.task_root,
+                env={**self.env, "PATH": path, "AWS_LAMBDA_RUNTIME_API": self.api.address},
+                stdout=output, stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def answer(self, event: dict, timeout: float = 120) -> Answer:
+        answer = self.api.send(event)
+        while not answer.done.wait(0.2):
+            timeout -= 0.2
+            assert self.process.poll() is None, f"the runtime ended: {self.log()[-3000:]}"
+            assert timeout > 0, f"no answer: {self.log()[-3000:]}"
+        return answer
+
+    def invoke(self, event: dict) -> dict:
+        return as_proxy_response(self.answer(event))
+
+    def log(self) -> str:
+        return self.output.read_text()
+
+    def __exit__(self, *exc_info) -> None:
+        # Lambda freezes a container once its runtime asks for the next event: what it does
+        # after an answer (the access line of a stream) happens before.
+        deadline = time.monotonic() + 10
+        while (self.process.poll() is None and self.api.next_calls <= len(self.api.answers)
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        self.process.kill()
+        self.process.wait(timeout=30)
+        self.api.__exit__(*exc_info)
+
+
+def run_image(image, python, tmp_path: Path) -> StreamingLambda:
+    """A container of an image laid out by image.lay_out, with the image venv's python."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **image.env}
+    return StreamingLambda(image.task_root, env, tmp_path, python=str(python),
+                           command=image.command)
