@@ -16,7 +16,7 @@ TITLE = "근육이 커지기 위해서는"
 
 
 class Clock:
-    """time for kogpt2.model.generator: monotonic() only moves when told."""
+    """time for kogpt2.model.lifecycle: monotonic() only moves when told."""
 
     def __init__(self):
         self.now = 1000.0
@@ -31,13 +31,13 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch):
     fake = Clock()
-    monkeypatch.setattr("kogpt2.model.generator.time", fake)
+    monkeypatch.setattr("kogpt2.model.lifecycle.time", fake)
     return fake
 
 
 def attempts(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "kogpt2.model.generator" and "attempt" in r.getMessage()]
+            if r.name == "kogpt2.model.lifecycle" and "attempt" in r.getMessage()]
 
 
 def test_a_stored_failure_is_raised_as_a_new_exception_each_time(tmp_path):
@@ -54,7 +54,7 @@ def test_a_stored_failure_is_raised_as_a_new_exception_each_time(tmp_path):
 
 
 def test_each_failure_waits_twice_as_long_up_to_the_cap(tmp_path, clock, caplog):
-    caplog.set_level(logging.INFO, "kogpt2.model.generator")
+    caplog.set_level(logging.INFO, "kogpt2.model.lifecycle")
     generator = Generator(str(tmp_path / "missing"), engine="transformers",
                           load_retry_s=10, load_retry_max_s=25)
     waits = []
@@ -76,7 +76,7 @@ def test_each_failure_waits_twice_as_long_up_to_the_cap(tmp_path, clock, caplog)
 
 
 def test_a_started_generator_becomes_ready_by_itself(tiny_model_dir, tmp_path, caplog):
-    caplog.set_level(logging.INFO, "kogpt2.model.generator")
+    caplog.set_level(logging.INFO, "kogpt2.model.lifecycle")
     model = tmp_path / "model"
     generator = Generator(str(model), engine="transformers", threads=1, load_retry_s=0.2,
                           load_retry_max_s=1)
