@@ -126,6 +126,9 @@ class Generator:
     def start(self) -> None:
         self.lifecycle.start()
 
+    def ready(self) -> bool:
+        return self.lifecycle.ready()
+
     def load(self, *, wait: bool = False) -> Engine:
         return self.lifecycle.load(wait=wait)
 

@@ -23,13 +23,15 @@ from dataclasses import dataclass
 
 from .loading import Loaded, Loader, ProgressBoard
 from .origin import Origin
-from .seam import Engine, ModelLoadError, ModelLoading, Progress, short_reason
+from .seam import Engine, ModelLoadError, ModelLoading, Progress, engine_failure, short_reason
 from .tokens import Vocabulary, vocabulary_of
 
 log = logging.getLogger(__name__)
 # The loader thread looks again this often: no faster than this even when retry_s is 0, and a
 # lifecycle nothing holds any more is let go within it.
 BACKGROUND_MIN_WAIT_S = 1.0
+# Past this many doublings any delay is at its cap (2 ** 1024 seconds is no float at all).
+MOST_DOUBLINGS = 64
 
 
 class State(enum.Enum):
@@ -65,7 +67,7 @@ class Retries:
     def failed(self, reason: str) -> float:
         """Count a failure; the seconds until the next attempt is due."""
         self.count += 1
-        delay = min(self.most_s, self.first_s * 2 ** (self.count - 1))
+        delay = min(self.most_s, self.first_s * 2.0 ** min(self.count - 1, MOST_DOUBLINGS))
         self.last = Failure(reason, time.monotonic() + delay)
         return delay
 
@@ -108,8 +110,23 @@ class Lifecycle:
 
     @property
     def state(self) -> State:
+        """The load's state. A loaded engine that says it can't serve now (seam.engine_failure)
+        counts as failed: this is where the engine's health is asked."""
         with self._lock:
-            return self._state
+            state, engine = self._state, self._engine
+        if state is State.READY and engine_failure(engine) is not None:
+            return State.FAILED
+        return state
+
+    def ready(self) -> bool:
+        """Whether requests may come now (GET /ready asks). Until then, the probe that gates
+        traffic keeps start()'s thread at work: one that ended, for whatever reason, starts
+        again."""
+        if self.state is State.READY:
+            return True
+        if self._state is not State.READY:
+            self.retrier.keep_alive()
+        return False
 
     @property
     def engine(self) -> Engine | None:
@@ -126,9 +143,12 @@ class Lifecycle:
 
     @property
     def last_error(self) -> str | None:
-        """Why the last load failed, for the operator's log (it may hold paths)."""
-        failure = self._retries.last
-        return failure.reason if failure else None
+        """Why the last load failed, or why the loaded engine can't serve now; for the
+        operator's log (it may hold paths)."""
+        failure, engine = self._retries.last, self._engine
+        if failure is not None:
+            return failure.reason
+        return engine_failure(engine) if engine is not None else None
 
     @property
     def retry_in_s(self) -> float | None:
@@ -280,6 +300,14 @@ class Retrier:
                 self.started = True
                 self._run()
 
+    def keep_alive(self) -> None:
+        """Start the thread again if start() was called and it has ended (the model not ready)."""
+        with self._lock:
+            if self.started and not self._thread.is_alive():
+                log.warning("the background load had stopped before the model was ready; it "
+                            "starts again")
+                self._run()
+
     def _run(self) -> None:  # the lock held
         self._thread = threading.Thread(target=keep_loading, args=(self._lifecycle,),
                                         name="kogpt2-loader", daemon=True)
@@ -305,6 +333,8 @@ def keep_loading(ref: weakref.ref) -> None:
                 lifecycle.load(wait=True)
             except ModelLoadError:
                 pass  # logged, with when it is tried again
+            except Exception:  # whatever it was, the model is still to be loaded
+                log.exception("the background load failed; it is tried again")
             wait = BACKGROUND_MIN_WAIT_S
         del lifecycle
         time.sleep(min(wait, BACKGROUND_MIN_WAIT_S))
