@@ -63,4 +63,5 @@ class GenerationResult:
 
     @property
     def generated_tokens(self) -> int:
-        return max(s.generated_tokens for s in self.sequences)
+        """New tokens generated for this prompt: every sequence's, together."""
+        return sum(s.generated_tokens for s in self.sequences)

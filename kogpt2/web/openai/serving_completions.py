@@ -41,7 +41,9 @@ def create_completion():
     if asked.stream:
         return stream_completion(asked, prompts, service.deadline())
     results = service.generate(prompts, stop=asked.stops)
-    return build_completion(get_generator(), asked, prompts, results).model_dump()
+    completion = build_completion(get_generator(), asked, prompts, results)
+    service.count_generated(completion.usage.completion_tokens)
+    return completion.model_dump()
 
 
 def check_prompts(asked: CompletionRequest) -> list[Prompt]:
@@ -146,11 +148,16 @@ def top_texts(generator, before: list[int], chosen_text: str, scored) -> dict[st
     return top
 
 
+def completion_tokens(asked: CompletionRequest, results: list[GenerationResult]) -> int:
+    """Every choice's tokens: a greedy generation that serves n choices counts n times."""
+    return sum(sequence.generated_tokens for result in results
+               for sequence in sequences(asked, result))
+
+
 def usage(asked: CompletionRequest, prompts: list[Prompt],
           results: list[GenerationResult]) -> CompletionUsage:
     prompt_tokens = sum(len(prompt.ids) for prompt in prompts)
-    generated = sum(sequence.generated_tokens for result in results
-                    for sequence in sequences(asked, result))
+    generated = completion_tokens(asked, results)
     return CompletionUsage(prompt_tokens=prompt_tokens, completion_tokens=generated,
                            total_tokens=prompt_tokens + generated)
 
@@ -286,6 +293,9 @@ class CompletionEvents:
 
     def failed(self, error):
         yield event(OpenAIErrorResponse.from_error(error).model_dump())
+
+    def generated_tokens(self, results):
+        return completion_tokens(self.asked, results)
 
 
 def stream_completion(asked: CompletionRequest, prompts: list[Prompt], until: float) -> Response:
