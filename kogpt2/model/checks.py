@@ -12,7 +12,8 @@ from .tokens import Vocabulary
 @dataclass(frozen=True)
 class Prompt:
     """A prompt this model and server can take: its token ids and how many to add. `text` is
-    what it was given as, or the decoding of the token ids it was given as."""
+    what it was given as, or the decoding of the token ids it was given as, special tokens
+    written out (as vLLM echoes them, and /detokenize says them)."""
 
     text: str
     params: GenerationParams
@@ -56,8 +57,7 @@ def check_tokens(prompt: str | list[int], params: GenerationParams, vocabulary: 
         text, ids = prompt, vocabulary.tokenize(prompt)
     else:
         ids = list(prompt)
-        vocabulary.refuse_outside(ids, "prompt")
-        text = vocabulary.tokenizer.decode(ids, skip_special_tokens=True)
+        text = vocabulary.detokenize(ids, "prompt")
     vocabulary.refuse_outside(params.stop_token_ids, "stop_token_ids")
     vocabulary.refuse_outside(params.logit_bias, "logit_bias")
     max_new = new_token_budget(len(ids), params.max_new_tokens, vocabulary.max_positions,

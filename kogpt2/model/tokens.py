@@ -46,14 +46,21 @@ class Vocabulary:
         self.refuse_outside(ids, field)
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
-    def continuation(self, prompt_ids: list[int], new_ids: list[int]) -> str:
-        """The text that `new_ids` add after the prompt, with the space between them."""
-        return streaming.continuation(self.tokenizer, prompt_ids, new_ids)
+    def token_strings(self, ids: list[int]) -> list[str]:
+        """Each id's token as the vocabulary writes it ("▁근육이"; vLLM's token_strs)."""
+        return [self.tokenizer.id_to_token(token) for token in ids]
 
-    def token_pieces(self, prompt_ids: list[int], new_ids: list[int]) -> list[str]:
+    def continuation(self, prompt_ids: list[int], new_ids: list[int], *,
+                     special: bool = False) -> str:
+        """The text that `new_ids` add after the prompt, with the space between them; special
+        tokens are written out only if `special` (an echoed prompt's are, generated ones not)."""
+        return streaming.continuation(self.tokenizer, prompt_ids, new_ids, special=special)
+
+    def token_pieces(self, prompt_ids: list[int], new_ids: list[int], *,
+                     special: bool = False) -> list[str]:
         """Each new token's text: they join to exactly `continuation(prompt_ids, new_ids)`.
         A token that only begins a character is "" and the one completing it holds it whole."""
-        return streaming.token_pieces(self.tokenizer, prompt_ids, new_ids)
+        return streaming.token_pieces(self.tokenizer, prompt_ids, new_ids, special=special)
 
     def text_stream(self, prompt_ids: list[int], params: GenerationParams
                     ) -> streaming.TextStream:
