@@ -154,7 +154,7 @@ class Lifecycle:
     def retry_in_s(self) -> float | None:
         """Seconds until a failed load is tried again (0: the next caller tries it); None
         unless the last load failed."""
-        return self._retries.wait_s()
+        return None if self._engine is not None else self._retries.wait_s()
 
     def load_history(self) -> list[dict[str, float]]:
         """Each finished load's seconds by stage: download and prepare (when they ran), load."""
@@ -273,7 +273,8 @@ class Lifecycle:
             then = "by itself" if self.retrier.started else "by the next caller"
             log.error("the model could not be loaded (attempt %d): %s; it is tried again %s in "
                       "%s s", self._retries.count, error, then, f"{delay:g}")
-            if attempt or self._state is not State.LOADING:  # a read beside an attempt waits
+            # A read beside an attempt leaves its end to it; one after a load changes nothing.
+            if attempt or self._state in (State.NOT_LOADED, State.FAILED):
                 self._end(State.FAILED)
         return error
 
