@@ -145,6 +145,7 @@ def test_ready_is_503_until_the_model_is_loaded(app, client):
     assert ready.get_json() == {"ready": True, "model_state": "ready", "progress": None}
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # meant
 def test_ready_starts_the_background_loader_again_if_it_died(make_app, monkeypatch):
     """Whatever ends start()'s loader before the model is ready, the probe that gates traffic
     starts it again: the model still becomes ready with no request."""
