@@ -34,7 +34,7 @@ def megabytes(size: int) -> str:
 def served_entry(settings: Settings) -> tuple[Path | None, str]:
     """The entry the configured model is served from, and a line about it."""
     try:
-        entry = make_generator(settings).cache_entry()
+        entry = make_generator(settings).origin.cache_entry()
     except Exception as exc:  # the model isn't here, or can't be planned: none is in use
         return None, f"the configured model ({settings.model}) uses none: {short_reason(exc)}"
     if entry is None:
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     settings = Settings(**({"cache_dir": args.cache_dir} if args.cache_dir else {}))
-    root = make_generator(settings).cache_root
+    root = make_generator(settings).origin.cache_root
     in_use, about = served_entry(settings)
     entries = cache.entries(root, in_use)
     print(f"cache {root}: {len(entries)} entries, {megabytes(sum(e.size for e in entries))}; "

@@ -5,7 +5,8 @@ It answers what `snapshot_download` and `HfApi.model_info` ask (huggingface_hub 
   GET  /api/models/OWNER/NAME/tree/REV          the files, with sizes, blob ids, LFS sha256
   HEAD /OWNER/NAME/resolve/REV/FILE             X-Repo-Commit, ETag (X-Linked-Etag and
                                                 X-Linked-Size for LFS files), Content-Length
-  GET  /OWNER/NAME/resolve/REV/FILE             the bytes; a Range request gets 206
+  GET  /OWNER/NAME/resolve/REV/FILE             the bytes; a Range request gets 206, or 416
+                                                when it starts at the file's size or past it
 Weights (*.safetensors, *.bin) are LFS files, named by their sha256, the rest by their git blob
 id, as on the hub. It records every request, and can cut the connection (`cut_after`) or stall until
 `release` is set (`stall_after`) once a GET of a file has sent so many bytes.
@@ -149,6 +150,9 @@ class FakeHub:
         ranged = re.fullmatch(r"bytes=(\d+)-", request.headers.get("Range", ""))
         if ranged and not head:
             start = int(ranged.group(1))
+            if start >= len(data):  # as the hub's storage answers: nothing is there
+                return self.send(handler, 416, b"", head=head,
+                                 headers={**headers, "Content-Range": f"bytes */{len(data)}"})
             status = 206
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         self.send(handler, status, data[start:], head=head, headers=headers, request=request,

@@ -1,6 +1,7 @@
 """Model layer: checks requests, loads KoGPT2 and generates text. Knows engines, not the web."""
 
-from .generator import Generator, Prompt
+from .checks import Prompt
+from .generator import Generator
 from .params import DEFAULT_TOTAL_TOKENS, MAX_PROMPT_CHARS, GenerationParams
 from .results import GenerationResult, Sequence
 from .seam import (

@@ -170,9 +170,7 @@ def _partial_size(blobs: Path, file: RemoteFile) -> int:
 def _fetch(file: RemoteFile, blobs: Path, received: Callable[[int], None], counted: int) -> None:
     """`blobs/<etag>`, fetched from where a partial copy ends (`counted` bytes of it were
     already reported); another process fetching the same blob holds its lock meanwhile."""
-    import httpx2
     from filelock import FileLock
-    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
     blobs.mkdir(parents=True, exist_ok=True)
     final, partial = blobs / file.etag, blobs / (file.etag + PARTIAL_SUFFIX)
@@ -182,29 +180,45 @@ def _fetch(file: RemoteFile, blobs: Path, received: Callable[[int], None], count
             return
         have = _partial_size(blobs, file)
         received(have - counted)
-        headers = {**build_hf_headers(), "Accept-Encoding": "identity"}
-        if have:
-            headers["Range"] = f"bytes={have}-"
-        timeout = httpx2.Timeout(TIMEOUT_S, read=READ_TIMEOUT_S)
-        with get_session().stream("GET", file.url, headers=headers, timeout=timeout) as response:
-            hf_raise_for_status(response)
-            if have and response.status_code != 206:  # the server sends it all again
-                received(-have)
-                have = 0
-            with open(partial, "ab" if have else "wb") as out:
-                for chunk in response.iter_bytes(CHUNK_BYTES):
-                    out.write(chunk)
-                    received(len(chunk))
-                out.flush()
-                os.fsync(out.fileno())
-        size = partial.stat().st_size
-        if size != file.size:
-            raise ModelLoadError(f"{file.name!r}: received {size} of {file.size} bytes")
-        if not _matches(partial, file.etag):
-            partial.unlink()
-            raise ModelLoadError(f"{file.name!r} does not match its hash {file.etag}; it will be "
-                                 "downloaded again")
+        # A whole file left unchecked (stopped between its last byte and its check) is checked
+        # without asking for more: a Range from its size is answered 416.
+        if have == file.size and not _matches(partial, file.etag):
+            partial.unlink()  # whole, but not the blob: fetched again from the start
+            received(-have)
+            have = 0
+        if have < file.size:
+            _get(file, partial, have, received)
+            size = partial.stat().st_size
+            if size != file.size:
+                raise ModelLoadError(f"{file.name!r}: received {size} of {file.size} bytes")
+            if not _matches(partial, file.etag):
+                partial.unlink()
+                raise ModelLoadError(f"{file.name!r} does not match its hash {file.etag}; it "
+                                     "will be downloaded again")
         os.replace(partial, final)
+
+
+def _get(file: RemoteFile, partial: Path, have: int, received: Callable[[int], None]) -> None:
+    """Append to `partial` (`have` bytes of it are here) the rest of the file, or write it
+    whole if the server sends it all again."""
+    import httpx2
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    headers = {**build_hf_headers(), "Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    timeout = httpx2.Timeout(TIMEOUT_S, read=READ_TIMEOUT_S)
+    with get_session().stream("GET", file.url, headers=headers, timeout=timeout) as response:
+        hf_raise_for_status(response)
+        if have and response.status_code != 206:  # the server sends it all again
+            received(-have)
+            have = 0
+        with open(partial, "ab" if have else "wb") as out:
+            for chunk in response.iter_bytes(CHUNK_BYTES):
+                out.write(chunk)
+                received(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
 
 
 def _matches(path: Path, etag: str) -> bool:

@@ -1,8 +1,10 @@
 """What one generation gives back: each sequence's text and why it ended."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .seam import FinishReason, TokenLogprob
+from .seam import EngineOutput, FinishReason, TokenLogprob
+from .stops import cut_at_stop
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,25 @@ class Sequence:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     stop_text: str | None = None  # the stop text that ended it, which `text` ends before
+
+    @classmethod
+    def of(cls, prompt_text: str, out: EngineOutput, decode: Callable[[list[int]], str],
+           stop: tuple[str, ...] = ()) -> "Sequence":
+        """An engine's row after `prompt_text`: `decode(ids)` is the text new ids add; the
+        text ends before the first of the `stop` texts in it."""
+        cut = cut_at_stop(decode, out.token_ids, stop) if stop else None
+        if cut is None:
+            continuation, kept = decode(out.token_ids), len(out.token_ids)
+            generated = kept + (out.end_token_id is not None)  # the end token was made too
+            finish_reason, stop_text = out.finish_reason, None
+        else:
+            continuation, generated, stop_text = cut
+            finish_reason, kept = "stop", generated
+        # Ended by a token (EOS, a stop id), its log-probability comes last.
+        ends = cut is None and out.end_token_id is not None
+        logprobs = out.logprobs[: kept + ends] if out.logprobs is not None else None
+        return cls(prompt_text + continuation, generated, finish_reason, out.token_ids[:kept],
+                   logprobs, stop_text)
 
 
 @dataclass(frozen=True)
@@ -42,4 +63,5 @@ class GenerationResult:
 
     @property
     def generated_tokens(self) -> int:
-        return max(s.generated_tokens for s in self.sequences)
+        """New tokens generated for this prompt: every sequence's, together."""
+        return sum(s.generated_tokens for s in self.sequences)

@@ -161,6 +161,15 @@ class Engine(Protocol):
         """{"rows_running", "rows_waiting", "max_rows"}, now."""
         ...
 
+    # An engine that can break while loaded (a scheduler thread that died, say) also has
+    # `failure`: why it can't serve now, or None; the model's state asks it (engine_failure).
+
+
+def engine_failure(engine) -> str | None:
+    """Why a loaded engine can't serve now, if it says so (its optional `failure`); None for
+    an engine that is fine or never fails that way."""
+    return getattr(engine, "failure", None)
+
 
 def refuse_unless(engine_name: str, features: frozenset[str], params: GenerationParams) -> None:
     """InvalidInput naming the engine and the first feature `params` asks that it lacks."""

@@ -12,14 +12,17 @@ from tokenizers import Tokenizer
 REPLACEMENT = "\ufffd"
 
 
-def continuation(tokenizer: Tokenizer, prompt_ids: list[int], new_ids: list[int]) -> str:
-    """The text that `new_ids` add after the prompt, with the space between them."""
+def continuation(tokenizer: Tokenizer, prompt_ids: list[int], new_ids: list[int], *,
+                 special: bool = False) -> str:
+    """The text that `new_ids` add after the prompt, with the space between them; special
+    tokens are no text unless `special` (as a prompt is echoed)."""
+    skip = not special
     # Decoding the new tokens alone would drop the space between the title and the text.
-    prompt_text = tokenizer.decode(prompt_ids, skip_special_tokens=True)
-    full = tokenizer.decode(prompt_ids + new_ids, skip_special_tokens=True)
+    prompt_text = tokenizer.decode(prompt_ids, skip_special_tokens=skip)
+    full = tokenizer.decode(prompt_ids + new_ids, skip_special_tokens=skip)
     if full.startswith(prompt_text):
         return full[len(prompt_text):]
-    return " " + tokenizer.decode(new_ids, skip_special_tokens=True)
+    return " " + tokenizer.decode(new_ids, skip_special_tokens=skip)
 
 
 class TextStream:
@@ -33,8 +36,8 @@ class TextStream:
     """
 
     def __init__(self, tokenizer: Tokenizer, prompt_ids: list[int], eos_id: int | None = None,
-                 *, end_ids: Collection[int] = ()):
-        self._tokenizer, self._prompt_ids = tokenizer, prompt_ids
+                 *, end_ids: Collection[int] = (), special: bool = False):
+        self._tokenizer, self._prompt_ids, self._special = tokenizer, prompt_ids, special
         self._end_ids = {*end_ids, *(() if eos_id is None else (eos_id,))}
         self._new_ids: list[int] = []
         self._ended = False
@@ -48,20 +51,22 @@ class TextStream:
             self._ended = True
             return None
         self._new_ids.append(token_id)
-        text = continuation(self._tokenizer, self._prompt_ids, self._new_ids)
+        text = continuation(self._tokenizer, self._prompt_ids, self._new_ids,
+                            special=self._special)
         if text.endswith(REPLACEMENT) or not text.startswith(self.text):
             return ""
         piece, self.text = text[len(self.text):], text
         return piece
 
 
-def token_pieces(tokenizer: Tokenizer, prompt_ids: list[int], new_ids: list[int]) -> list[str]:
+def token_pieces(tokenizer: Tokenizer, prompt_ids: list[int], new_ids: list[int], *,
+                 special: bool = False) -> list[str]:
     """Each of `new_ids`' text, joining to exactly their continuation: "" for a token that only
     begins a character (the one completing it holds it whole); what is still broken at the end
     goes to the last piece."""
-    stream = TextStream(tokenizer, prompt_ids)
+    stream = TextStream(tokenizer, prompt_ids, special=special)
     pieces = [stream.push(token) or "" for token in new_ids]
-    full = continuation(tokenizer, prompt_ids, new_ids)
+    full = continuation(tokenizer, prompt_ids, new_ids, special=special)
     if pieces and full.startswith(stream.text):
         pieces[-1] += full[len(stream.text):]
     return pieces

@@ -52,6 +52,9 @@ class Metrics:
         self.generator, self.limit = generator, limit
         self.requests = Counter("kogpt2_requests", "Requests answered, by route and status.",
                                 ["route", "status"], registry=self.registry)
+        self.stream_errors = Counter(
+            "kogpt2_stream_errors", "Streams that failed after their answer began (status 200): "
+            "the error was their last event.", ["route", "error_type"], registry=self.registry)
         self.request_seconds = Histogram(
             "kogpt2_request_duration_seconds", "Time from a request's arrival to its last byte.",
             ["route"], buckets=REQUEST_BUCKETS, registry=self.registry)
@@ -81,6 +84,8 @@ class Metrics:
         """Count one finished request from its access line."""
         route = line.get("route") or "unmatched"
         self.requests.labels(route=route, status=str(line["status"])).inc()
+        if line.get("error_status") is not None:
+            self.stream_errors.labels(route=route, error_type=line["error_type"]).inc()
         self.request_seconds.labels(route=route).observe(line["time_ms"] / 1000)
         if line.get("queued_ms") is not None:
             self.queue_seconds.observe(line["queued_ms"] / 1000)
@@ -145,7 +150,7 @@ def emf_line(line: dict) -> dict:
     CloudWatch Logs turns into metrics, dimensioned by route."""
     figures = {
         "Requests": (1, "Count"),
-        "ServerErrors": (1 if line["status"] >= 500 else 0, "Count"),
+        "ServerErrors": (1 if failed_status(line) >= 500 else 0, "Count"),
         "Latency": (line["time_ms"], "Milliseconds"),
         "QueueTime": (line.get("queued_ms"), "Milliseconds"),
         "TimeToFirstToken": (line.get("ttft_ms"), "Milliseconds"),
@@ -166,6 +171,12 @@ def emf_line(line: dict) -> dict:
         "Status": line["status"],
         **{name: value for name, (value, _) in figures.items()},
     }
+
+
+def failed_status(line: dict) -> int:
+    """A request's status, or for a stream that failed after it began (status 200), the
+    status its error would have had."""
+    return line.get("error_status") or line["status"]
 
 
 def record(app, line: dict) -> None:

@@ -91,8 +91,14 @@ def generate(prompts: list[Prompt], **options) -> list[GenerationResult]:
         results = get_generator().run(prompts, deadline=until, on_token=g.clock.hear,
                                       **options)
     g.queued_ms += max(result.queued_ms for result in results)
-    g.generated_tokens = sum(result.generated_tokens for result in results)
+    count_generated(sum(result.generated_tokens for result in results))
     return results
+
+
+def count_generated(tokens: int) -> None:
+    """The new tokens this request generated, as its answer counts them (a face may count a
+    sequence more than once): its X-Generated-Tokens, log line and metrics say this."""
+    g.generated_tokens = tokens
 
 
 def generate_one(prompt: Prompt, **options) -> GenerationResult:

@@ -11,7 +11,8 @@ true); they differ only in the events they write (`Events`). What they share is 
   goes away, writing fails, the server closes the body, and `close()` cancels the generation,
   which stops within a token.
 - The request's log line is written when the stream ends, with the tokens sent and how it
-  ended (observe.py hands it over).
+  ended (observe.py hands it over): a stream that failed after it began keeps its status 200
+  and adds `error_type` and `error_status`, so metrics count it as an error.
 - A stream that failed after it began also says so in the request's WSGI environ
   (`FAILED_KEY`: its error type), for a server that can tell its own client more than the last
   event does: the image's Lambda runtime (lambda_runtime.py) ends the answer with Lambda's
@@ -58,6 +59,10 @@ class Events(Protocol):
     def done(self, results: list[GenerationResult]) -> Iterable[bytes]: ...
 
     def failed(self, error: APIError) -> Iterable[bytes]: ...
+
+    def generated_tokens(self, results: list[GenerationResult]) -> int:
+        """The new tokens the answer counts (its usage, its details): the log line's."""
+        ...
 
 
 class GenerationStream:
@@ -200,15 +205,16 @@ class GenerationStream:
         line["time_ms"] = round((time.monotonic() - self._started) * 1000)
         line.update(self.clock.figures())
         results = self.results
-        line["tokens"] = sum(r.generated_tokens for r in results) if results else self.tokens
+        line["tokens"] = self.events.generated_tokens(results) if results else self.tokens
         line["tokens_sent"] = self.tokens
         if results:
             line["finish_reason"] = results[0].finish_reason
             line["queued_ms"] = (line.get("queued_ms") or 0) + max(r.queued_ms for r in results)
         if cancelled:
             line["cancelled"] = True
-        if self.error is not None:
+        if self.error is not None:  # the answer had begun with 200: its last event says so
             line["error_type"] = self.error.error_type
+            line["error_status"] = self.error.status  # what it would have been answered with
             if self.error.detail:
                 line["error_detail"] = self.error.detail
         write_access_line(line, self.app)

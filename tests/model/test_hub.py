@@ -73,6 +73,47 @@ def test_a_download_cut_midway_resumes_where_it_stopped(fake_hub, published):
     assert partials(fake_hub) == []
 
 
+def test_a_whole_partial_is_checked_without_asking_for_more(fake_hub, published):
+    """What a download killed between its last byte and its check leaves: the whole file,
+    unchecked. A real server answers a Range from its size with 416: nothing is asked."""
+    from fake_hub import sha256
+
+    data = published[WEIGHTS]
+    blobs(fake_hub).mkdir(parents=True)
+    (blobs(fake_hub) / (sha256(data) + hub.PARTIAL_SUFFIX)).write_bytes(data)
+    reports = []
+    source = hub.download(REPO, progress=lambda done, total: reports.append((done, total)))
+    assert fake_hub.gets(WEIGHTS) == []
+    assert (source.path / WEIGHTS).read_bytes() == data
+    assert partials(fake_hub) == []
+    assert reports[-1][0] == reports[-1][1]
+
+
+def test_a_whole_partial_that_does_not_match_is_fetched_again_from_the_start(
+        fake_hub, published):
+    from fake_hub import sha256
+
+    data = published[WEIGHTS]
+    blobs(fake_hub).mkdir(parents=True)
+    (blobs(fake_hub) / (sha256(data) + hub.PARTIAL_SUFFIX)).write_bytes(b"x" * len(data))
+    source = hub.download(REPO)
+    (fetched,) = fake_hub.gets(WEIGHTS)
+    assert "Range" not in fetched.headers and fetched.sent == len(data)
+    assert (source.path / WEIGHTS).read_bytes() == data
+    assert partials(fake_hub) == []
+
+
+def test_the_fake_hub_refuses_a_range_from_the_end_as_the_hub_does(fake_hub, published):
+    import httpx2
+
+    size = len(published[WEIGHTS])
+    url = f"{fake_hub.url}/{REPO}/resolve/main/{WEIGHTS}"
+    answer = httpx2.get(url, headers={"Range": f"bytes={size}-"})
+    assert answer.status_code == 416 and answer.headers["Content-Range"] == f"bytes */{size}"
+    rest = httpx2.get(url, headers={"Range": f"bytes={size - 10}-"})
+    assert rest.status_code == 206 and rest.content == published[WEIGHTS][-10:]
+
+
 DOWNLOADER = """
 import sys
 from kogpt2.model import hub

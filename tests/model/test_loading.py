@@ -16,7 +16,7 @@ TITLE = "근육이 커지기 위해서는"
 
 
 class Clock:
-    """time for kogpt2.model.generator: monotonic() only moves when told."""
+    """time for kogpt2.model.lifecycle: monotonic() only moves when told."""
 
     def __init__(self):
         self.now = 1000.0
@@ -31,13 +31,13 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch):
     fake = Clock()
-    monkeypatch.setattr("kogpt2.model.generator.time", fake)
+    monkeypatch.setattr("kogpt2.model.lifecycle.time", fake)
     return fake
 
 
 def attempts(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "kogpt2.model.generator" and "attempt" in r.getMessage()]
+            if r.name == "kogpt2.model.lifecycle" and "attempt" in r.getMessage()]
 
 
 def test_a_stored_failure_is_raised_as_a_new_exception_each_time(tmp_path):
@@ -54,7 +54,7 @@ def test_a_stored_failure_is_raised_as_a_new_exception_each_time(tmp_path):
 
 
 def test_each_failure_waits_twice_as_long_up_to_the_cap(tmp_path, clock, caplog):
-    caplog.set_level(logging.INFO, "kogpt2.model.generator")
+    caplog.set_level(logging.INFO, "kogpt2.model.lifecycle")
     generator = Generator(str(tmp_path / "missing"), engine="transformers",
                           load_retry_s=10, load_retry_max_s=25)
     waits = []
@@ -76,7 +76,7 @@ def test_each_failure_waits_twice_as_long_up_to_the_cap(tmp_path, clock, caplog)
 
 
 def test_a_started_generator_becomes_ready_by_itself(tiny_model_dir, tmp_path, caplog):
-    caplog.set_level(logging.INFO, "kogpt2.model.generator")
+    caplog.set_level(logging.INFO, "kogpt2.model.lifecycle")
     model = tmp_path / "model"
     generator = Generator(str(model), engine="transformers", threads=1, load_retry_s=0.2,
                           load_retry_max_s=1)
@@ -179,3 +179,44 @@ def test_threads_follow_the_setting_or_the_cpus_and_workers(tiny_model_dir):
     many = Generator(str(tiny_model_dir), workers=64)
     assert many.threads == 1 and one.threads >= 1
     assert one.threads_reason.endswith("shared by 1 worker")
+
+
+def test_a_thousand_failures_still_wait_the_capped_delay(tmp_path, clock):
+    """The delay stops doubling at its cap: 2 ** 1024 seconds is past what a float holds."""
+    generator = Generator(str(tmp_path / "missing"), engine="transformers", load_retry_s=0.5,
+                          load_retry_max_s=2.0)  # as the settings give them: floats
+    waits = []
+    for _ in range(1100):
+        with pytest.raises(ModelLoadError, match="does not exist"):
+            generator.load()
+        waits.append(generator.retry_in_s)
+        clock.now += waits[-1]
+    assert waits == [0.5, 1, 2] + [2] * 1097
+    assert generator.state == "failed"
+
+
+class InstantClock(Clock):
+    """A clock whose sleep passes at once: the background loader's waits take no time."""
+
+    def sleep(self, seconds):
+        self.now += seconds
+        time.sleep(0)
+
+
+def test_a_started_generator_keeps_trying_past_a_thousand_failures(
+        tiny_model_dir, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, "kogpt2.model.lifecycle")
+    monkeypatch.setattr("kogpt2.model.lifecycle.time", InstantClock())
+    model = tmp_path / "model"
+    generator = Generator(str(model), engine="transformers", threads=1, load_retry_s=0.5,
+                          load_retry_max_s=2.0)
+    generator.start()
+    deadline = time.monotonic() + 120
+    while not any("(attempt 1100)" in line for line in attempts(caplog)):
+        assert time.monotonic() < deadline, attempts(caplog)[-1:]
+        time.sleep(0.05)
+    shutil.copytree(tiny_model_dir, model)
+    while not generator.loaded:  # still trying by itself
+        assert time.monotonic() < deadline, attempts(caplog)[-1:]
+        time.sleep(0.05)
+    assert generator.generate(TITLE).sequences[0].text.startswith(TITLE)

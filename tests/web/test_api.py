@@ -145,6 +145,50 @@ def test_ready_is_503_until_the_model_is_loaded(app, client):
     assert ready.get_json() == {"ready": True, "model_state": "ready", "progress": None}
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # meant
+def test_ready_starts_the_background_loader_again_if_it_died(make_app, monkeypatch):
+    """Whatever ends start()'s loader before the model is ready, the probe that gates traffic
+    starts it again: the model still becomes ready with no request."""
+    import time
+
+    from kogpt2.model import engines
+
+    app = make_app()
+    real_kind_of, killed = engines.kind_of, []
+
+    def kill_the_loader_once(path):
+        if not killed:
+            killed.append(path)
+            raise SystemExit("the loader's thread ends here")
+        return real_kind_of(path)
+
+    monkeypatch.setattr(engines, "kind_of", kill_the_loader_once)
+    generator = app.extensions["kogpt2"]
+    generator.start()
+    client = app.test_client()
+    deadline = time.monotonic() + 60
+    while client.get("/ready").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/health").get_json()
+        time.sleep(0.1)
+    assert killed and generator.load_count == 1
+
+
+def test_ready_asks_the_loaded_engine_whether_it_can_serve(app, client, monkeypatch):
+    """An engine that can break while loaded says why in `failure` (seam.engine_failure):
+    the model is then failed and not ready, until the engine says nothing again."""
+    generator = app.extensions["kogpt2"]
+    engine = generator.load()
+    assert client.get("/ready").status_code == 200
+    monkeypatch.setattr(engine, "failure", "the scheduler stopped", raising=False)
+    ready = client.get("/ready")
+    assert ready.status_code == 503 and int(ready.headers["Retry-After"]) >= 1
+    assert ready.get_json()["model_state"] == "failed"
+    assert client.get("/health").get_json()["model_state"] == "failed"
+    assert generator.last_load_error == "the scheduler stopped"
+    monkeypatch.setattr(engine, "failure", None)
+    assert client.get("/ready").status_code == 200
+
+
 def test_info_tells_model_engine_and_limits(client):
     before = client.get("/info").get_json()
     assert before["loaded"] is False

@@ -231,3 +231,115 @@ def test_the_models_licence_is_on_v1_models_and_info(client):
         "SK Telecom", "CC BY-NC-SA 4.0", True)
     assert kogpt2["url"] == "https://creativecommons.org/licenses/by-nc-sa/4.0/"
     assert kogpt2["source_url"] == "https://huggingface.co/skt/kogpt2-base-v2"
+
+
+# --- Issue 23: what a peer server's own tests and review found ---------------------------------
+
+def stream_chunks(client, **fields) -> list[dict]:
+    response = client.post("/v1/completions", json={"model": MODEL, "stream": True, **fields})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return [json.loads(line.removeprefix("data: ")) for line in
+            response.get_data(as_text=True).split("\n\n") if line and line != "data: [DONE]"]
+
+
+def test_echo_with_max_tokens_0_and_no_logprobs_returns_the_prompt(client):
+    """OpenAI and vLLM answer it with the prompt (nothing generated, nothing scored)."""
+    for prompt, text in ((TITLE, TITLE), (TITLE_IDS, TITLE), ([TITLE, OTHER], None)):
+        answer = complete(client, prompt=prompt, echo=True, max_tokens=0)
+        texts = [text] if text else [TITLE, OTHER]
+        assert [c["text"] for c in answer["choices"]] == texts
+        assert all(c["logprobs"] is None for c in answer["choices"])
+        assert answer["usage"]["completion_tokens"] == 0
+    chunks = stream_chunks(client, prompt=TITLE, echo=True, max_tokens=0)
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == TITLE
+
+
+def test_continuous_usage_stats_need_include_usage(client):
+    """vLLM adds usage to every chunk only when include_usage is true too."""
+    fields = dict(prompt=TITLE, max_tokens=4, temperature=0, ignore_eos=True)
+    alone = stream_chunks(client, **fields, stream_options={"continuous_usage_stats": True})
+    assert alone and all(chunk["usage"] is None for chunk in alone)
+    both = stream_chunks(client, **fields, stream_options={"continuous_usage_stats": True,
+                                                           "include_usage": True})
+    assert all(chunk["usage"] is not None for chunk in both)
+    usage_only = stream_chunks(client, **fields, stream_options={"include_usage": True})
+    assert [chunk["usage"] is not None for chunk in usage_only] == (
+        [False] * (len(usage_only) - 1) + [True])
+
+
+def test_an_echoed_token_id_prompt_keeps_its_special_tokens(client):
+    """vLLM echoes tokenizer.decode(ids), special tokens kept, as /detokenize says them."""
+    ids = [0, 0, 0, 0, 0]  # <s> five times
+    said = client.post("/detokenize", json={"tokens": ids}).get_json()["prompt"]
+    assert said  # "<s><s><s><s><s>"
+    scored = complete(client, prompt=ids, echo=True, max_tokens=0, logprobs=1)["choices"][0]
+    assert scored["text"] == said
+    assert "".join(scored["logprobs"]["tokens"]) == said
+    assert all(scored["logprobs"]["tokens"])  # each token has its text
+    generated = complete(client, prompt=ids, echo=True, max_tokens=3, temperature=0)
+    plain = complete(client, prompt=ids, max_tokens=3, temperature=0)
+    assert generated["choices"][0]["text"] == said + plain["choices"][0]["text"]
+    chunks = stream_chunks(client, prompt=ids, echo=True, max_tokens=3, temperature=0)
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == (
+        generated["choices"][0]["text"])
+
+
+def test_tokenize_returns_the_token_strings_when_asked(client):
+    """vLLM's return_token_strs: each id's token as the vocabulary writes it."""
+    asked = client.post("/tokenize", json={"prompt": TITLE, "add_special_tokens": False,
+                                           "return_token_strs": True}).get_json()
+    assert asked["tokens"] == TITLE_IDS and len(asked["token_strs"]) == 4
+    assert asked["token_strs"][0] == "▁근육이"  # 33245 (../shared/kogpt2/README.md)
+    assert "".join(asked["token_strs"]).replace("▁", " ").strip() == TITLE
+    plain = client.post("/tokenize", json={"prompt": TITLE, "return_token_strs": False})
+    assert plain.get_json()["token_strs"] is None
+
+
+def test_tokens_with_the_same_text_keep_the_likeliest_in_top_logprobs(app, client, monkeypatch):
+    """Every special token's text is "": the likeliest of them stands for that text, so a
+    greedy token is still the best of its list (lm-eval's "is greedy")."""
+    from kogpt2.model import TokenLogprob
+    from kogpt2.model.seam import EngineOutput, EngineResult
+
+    generator = app.extensions["kogpt2"]
+    generator.load()
+    pad, unk, word = 3, 5, TITLE_IDS[0]  # <pad>, <unk>: special, their text is ""
+    first = TokenLogprob(pad, -0.5, [(pad, -0.5), (unk, -1.5), (word, -2.0)])
+    second = TokenLogprob(word, -0.1, [(word, -0.1), (pad, -2.5), (unk, -3.0)])
+
+    def pad_then_word(requests):
+        for request in requests:
+            request.watch.step(pad, first)
+            request.watch.step(word, second)
+        return [EngineResult([EngineOutput([pad, word], "length", [first, second])])
+                for _ in requests]
+
+    monkeypatch.setattr(generator.engine, "generate", pad_then_word)
+    word_text = " " + client.post("/detokenize", json={"tokens": [word]}).get_json()["prompt"]
+    expected = [{"": -0.5, word_text: -2.0}, {word_text: -0.1, "": -2.5}]
+    answer = complete(client, max_tokens=2, temperature=0, logprobs=2)["choices"][0]
+    assert answer["text"] == word_text
+    assert answer["logprobs"]["tokens"] == ["", word_text]
+    assert answer["logprobs"]["top_logprobs"] == expected
+    chunks = stream_chunks(client, prompt=TITLE, max_tokens=2, temperature=0, logprobs=2)
+    tops = [top for c in chunks if c["choices"] and c["choices"][0]["logprobs"]
+            for top in c["choices"][0]["logprobs"]["top_logprobs"]]
+    assert tops == expected
+
+
+def test_a_last_token_with_no_text_keeps_its_entry(app, client, monkeypatch):
+    """A special token adds no text, but it was generated: lm-eval's loglikelihood takes the
+    last entry as the generated one, so every token has one, the last included."""
+    from kogpt2.model import TokenLogprob
+    from kogpt2.model.seam import EngineOutput, EngineResult
+
+    generator = app.extensions["kogpt2"]
+    generator.load()
+    word, unk = TITLE_IDS[0], 5
+    scored = [TokenLogprob(word, -0.1, [(word, -0.1)]), TokenLogprob(unk, -0.2, [(unk, -0.2)])]
+    monkeypatch.setattr(generator.engine, "generate", lambda requests: [
+        EngineResult([EngineOutput([word, unk], "length", scored)]) for _ in requests])
+    logprobs = complete(client, max_tokens=2, temperature=0, logprobs=0)["choices"][0][
+        "logprobs"]
+    assert logprobs["token_logprobs"] == [-0.1, -0.2]
+    assert logprobs["tokens"][1] == "" and len(logprobs["text_offset"]) == 2

@@ -20,6 +20,9 @@ class GenerateEvents:
     def done(self, results):
         yield event(GenerateResponse.from_result(results[0]).model_dump())
 
+    def generated_tokens(self, results):
+        return sum(result.generated_tokens for result in results)
+
     def failed(self, error):
         yield event(ErrorResponse(error=error.message, error_type=error.error_type,
                                   request_id=self.request_id).model_dump())

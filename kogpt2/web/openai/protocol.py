@@ -81,8 +81,8 @@ class CompletionRequest(BaseModel):
     max_tokens: Annotated[int, Field(ge=0), *upper_bound("max_new_tokens")] | None = Field(
         DEFAULT_MAX_TOKENS,
         description="New tokens at most; also bounded by the server's cap and, with the prompt, "
-        "by the model's 1,024 positions. 0 only with echo: the prompt is scored, nothing is "
-        "generated.",
+        "by the model's 1,024 positions. 0 only with echo: nothing is generated, the prompt "
+        "comes back (with logprobs, scored).",
     )
     temperature: float | None = Field(
         None, ge=0.0, le=2.0, allow_inf_nan=False,
@@ -211,7 +211,7 @@ class CompletionRequest(BaseModel):
     def _nothing_to_generate_only_with_echo(cls, value, info: ValidationInfo):
         if value == 0 and not info.data.get("echo"):
             raise ValueError("max_tokens: 0 generates nothing; it is allowed only with echo "
-                             "(to score the prompt)")
+                             "(the prompt comes back, scored with logprobs)")
         return value
 
     @field_validator("min_tokens")
@@ -245,6 +245,9 @@ class CompletionRequest(BaseModel):
         temperature = self.temperature if self.temperature is not None else defaults[
             "temperature"]
         top_k = self.top_k if self.top_k is not None else defaults["top_k"]
+        # Echo with logprobs gives the prompt's scores. Echo with nothing to generate gives the
+        # prompt back: the engine reads it all the same (as vLLM does), its scores unasked.
+        scores_prompt = self.echo and (self.logprobs is not None or self.max_tokens == 0)
         knobs = dict(
             max_new_tokens=self.max_tokens,
             repetition_penalty=self.repetition_penalty,
@@ -255,7 +258,7 @@ class CompletionRequest(BaseModel):
             ignore_eos=self.ignore_eos,
             stop_token_ids=list(self.stop_token_ids or ()),
             logprobs=self.logprobs,
-            prompt_logprobs=self.logprobs if self.echo and self.logprobs is not None else None,
+            prompt_logprobs=(self.logprobs or 0) if scores_prompt else None,
         )
         if temperature >= GREEDY_BELOW:
             knobs.update(do_sample=True, temperature=temperature, top_k=max(top_k, 0),
@@ -362,13 +365,17 @@ class TokenizeRequest(BaseModel):
         description="The text to tokenize.", examples=["근육이 커지기 위해서는"])
     add_special_tokens: bool = Field(
         True, description="KoGPT2's tokenizer adds none either way (it has no template).")
+    return_token_strs: bool | None = Field(
+        False, description="Also answer each token as the vocabulary writes it (token_strs).")
 
 
 class TokenizeResponse(BaseModel):
     count: int
     max_model_len: int
     tokens: list[int]
-    token_strs: list[str] | None = None
+    token_strs: list[str] | None = Field(
+        None, description="Each token as the vocabulary writes it (\"▁근육이\"), when asked for "
+        "with return_token_strs.")
 
 
 class DetokenizeRequest(BaseModel):

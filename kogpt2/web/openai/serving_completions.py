@@ -12,6 +12,7 @@ from flask import Response
 
 from ...model import GenerationResult, InvalidInput, Prompt
 from ...model.stops import sendable
+from ...model.tokens import Vocabulary
 from .. import service
 from ..errors import APIError
 from ..state import get_generator, get_settings
@@ -41,7 +42,9 @@ def create_completion():
     if asked.stream:
         return stream_completion(asked, prompts, service.deadline())
     results = service.generate(prompts, stop=asked.stops)
-    return build_completion(get_generator(), asked, prompts, results).model_dump()
+    completion = build_completion(get_generator().vocabulary(), asked, prompts, results)
+    service.count_generated(completion.usage.completion_tokens)
+    return completion.model_dump()
 
 
 def check_prompts(asked: CompletionRequest) -> list[Prompt]:
@@ -60,12 +63,12 @@ def check_prompts(asked: CompletionRequest) -> list[Prompt]:
         raise InvalidInput(message, NAMES.get(exc.field, exc.field)) from exc
 
 
-def build_completion(generator, asked: CompletionRequest, prompts: list[Prompt],
+def build_completion(vocabulary: Vocabulary, asked: CompletionRequest, prompts: list[Prompt],
                      results: list[GenerationResult]) -> Completion:
-    """The answer to `asked`; `generator` tells the tokens' texts (an argument, as a stream
+    """The answer to `asked`; `vocabulary` tells the tokens' texts (an argument, as a stream
     builds it outside the app's context)."""
     choices = [choice for at, (prompt, result) in enumerate(zip(prompts, results, strict=True))
-               for choice in prompt_choices(generator, asked, at, prompt, result)]
+               for choice in prompt_choices(vocabulary, asked, at, prompt, result)]
     return Completion(id=completion_id(), created=now(), model=results[0].model,
                       choices=choices, usage=usage(asked, prompts, results))
 
@@ -77,8 +80,8 @@ def sequences(asked: CompletionRequest, result: GenerationResult):
     return result.sequences
 
 
-def prompt_choices(generator, asked: CompletionRequest, position: int, prompt: Prompt,
-                   result: GenerationResult) -> list[CompletionChoice]:
+def prompt_choices(vocabulary: Vocabulary, asked: CompletionRequest, position: int,
+                   prompt: Prompt, result: GenerationResult) -> list[CompletionChoice]:
     """The choices of the batch's `position`-th prompt: index = position × n + choice."""
     choices = []
     for number, sequence in enumerate(sequences(asked, result)):
@@ -88,35 +91,36 @@ def prompt_choices(generator, asked: CompletionRequest, position: int, prompt: P
         text = prompt.text + continuation if asked.echo else continuation
         logprobs = None
         if asked.logprobs is not None:
-            logprobs = choice_logprobs(generator, asked, prompt, result, sequence, continuation)
+            logprobs = choice_logprobs(vocabulary, asked, prompt, result, sequence, continuation)
         index = position * asked.choices_per_prompt + number
         choices.append(CompletionChoice(text=text, index=index, logprobs=logprobs,
                                         finish_reason=FINISH_REASONS[sequence.finish_reason]))
     return choices
 
 
-def choice_logprobs(generator, asked: CompletionRequest, prompt: Prompt,
+def choice_logprobs(vocabulary: Vocabulary, asked: CompletionRequest, prompt: Prompt,
                     result: GenerationResult, sequence, continuation: str) -> CompletionLogprobs:
     """OpenAI's logprobs of a choice: with echo the prompt's tokens first (the first has no
-    log-probability), then the generated tokens whose text the choice holds."""
+    log-probability; special tokens written out, as the echoed text has them), then the
+    generated tokens whose text the choice holds."""
     tokens: list[str] = []
     values: list[float | None] = []
     tops: list[dict[str, float] | None] = []
     if asked.echo:
-        pieces = generator.token_pieces([], prompt.ids)
+        pieces = vocabulary.token_pieces([], prompt.ids, special=True)
         for at, (piece, scored) in enumerate(zip(pieces, result.prompt_logprobs, strict=True)):
             tokens.append(piece)
             values.append(None if scored is None else scored.logprob)
             tops.append(None if scored is None else
-                        top_texts(generator, prompt.ids[:at], piece, scored))
-    pieces = fit(generator.token_pieces(prompt.ids, sequence.token_ids), continuation)
+                        top_texts(vocabulary, prompt.ids[:at], piece, scored, special=True))
+    pieces = fit(vocabulary.token_pieces(prompt.ids, sequence.token_ids), continuation)
     chosen = sequence.logprobs or []
     if sequence.stop_text is None and len(chosen) > len(sequence.token_ids):
         pieces.append("")  # the end of text (or a stop id) that ended it: no text, a score
     for at, (piece, scored) in enumerate(zip(pieces, chosen, strict=False)):
         tokens.append(piece)
         values.append(scored.logprob)
-        tops.append(top_texts(generator, prompt.ids + sequence.token_ids[:at], piece, scored))
+        tops.append(top_texts(vocabulary, prompt.ids + sequence.token_ids[:at], piece, scored))
     offsets, position = [], 0
     for piece in tokens:
         offsets.append(position)
@@ -127,10 +131,11 @@ def choice_logprobs(generator, asked: CompletionRequest, prompt: Prompt,
 
 def fit(pieces: list[str], text: str) -> list[str]:
     """The tokens' texts cut to `text` (a stop text may end inside a token, and the tokens
-    after it are not the choice's), or carried on to it (a kept stop text)."""
+    after it are not the choice's), or carried on to it (a kept stop text). A token with no
+    text (a special one) at the end is still the choice's: it keeps its entry."""
     kept, length = [], 0
     for piece in pieces:
-        if length >= len(text):
+        if length >= len(text) and piece:
             break
         piece = piece[: len(text) - length]
         kept.append(piece)
@@ -138,19 +143,29 @@ def fit(pieces: list[str], text: str) -> list[str]:
     return kept
 
 
-def top_texts(generator, before: list[int], chosen_text: str, scored) -> dict[str, float]:
+def top_texts(vocabulary: Vocabulary, before: list[int], chosen_text: str, scored, *,
+              special: bool = False) -> dict[str, float]:
     """The likeliest tokens at a position, by the text each would add there, and the chosen
-    token (OpenAI lists it too)."""
-    top = {generator.continuation(before, [token]): value for token, value in scored.top}
+    token (OpenAI lists it too). Tokens that add the same text (every special token adds ""
+    to a generated text) are one entry, the likeliest's."""
+    top: dict[str, float] = {}
+    for token, value in scored.top:
+        text = vocabulary.continuation(before, [token], special=special)
+        top[text] = max(value, top.get(text, value))
     top.setdefault(chosen_text, scored.logprob)
     return top
+
+
+def completion_tokens(asked: CompletionRequest, results: list[GenerationResult]) -> int:
+    """Every choice's tokens: a greedy generation that serves n choices counts n times."""
+    return sum(sequence.generated_tokens for result in results
+               for sequence in sequences(asked, result))
 
 
 def usage(asked: CompletionRequest, prompts: list[Prompt],
           results: list[GenerationResult]) -> CompletionUsage:
     prompt_tokens = sum(len(prompt.ids) for prompt in prompts)
-    generated = sum(sequence.generated_tokens for result in results
-                    for sequence in sequences(asked, result))
+    generated = completion_tokens(asked, results)
     return CompletionUsage(prompt_tokens=prompt_tokens, completion_tokens=generated,
                            total_tokens=prompt_tokens + generated)
 
@@ -189,8 +204,8 @@ class CompletionEvents:
         self.asked, self.prompts = asked, prompts
         self.prompt = prompts[0]
         self.id, self.created = completion_id(), now()
-        self.generator = get_generator()  # the body is written outside the app's context
-        self.model = self.generator.public_name
+        generator = get_generator()  # the body is written outside the app's context
+        self.vocabulary, self.model = generator.vocabulary(), generator.public_name
         self.live = not (asked.echo and asked.logprobs is not None)
         self.text = ""  # the first choice's generated text so far
         self.shown = ""  # what of the first choice the chunks have sent
@@ -210,8 +225,9 @@ class CompletionEvents:
 
     @property
     def continuous_usage(self) -> bool:
+        """vLLM's: usage on every chunk, only when the final usage is asked for too."""
         options = self.asked.stream_options
-        return bool(options and options.continuous_usage_stats)
+        return bool(options and options.include_usage and options.continuous_usage_stats)
 
     def opening(self):
         if self.asked.echo and self.live:
@@ -231,7 +247,7 @@ class CompletionEvents:
         self.ids.append(token_id)
         if self.asked.logprobs is not None:
             self.pending.append((text, chosen.logprob,
-                                 top_texts(self.generator, before, text, chosen)))
+                                 top_texts(self.vocabulary, before, text, chosen)))
         self.text += text
         echoed = self.prompt.text if self.asked.echo else ""
         settled = echoed + sendable(self.text, self.asked.stops)
@@ -264,7 +280,7 @@ class CompletionEvents:
                                   top_logprobs=[e[2] for e in entries], text_offset=offsets)
 
     def done(self, results):
-        completion = build_completion(self.generator, self.asked, self.prompts, results)
+        completion = build_completion(self.vocabulary, self.asked, self.prompts, results)
         self.generated = completion.usage.completion_tokens
         first, *others = completion.choices
         rest = first.model_copy(update={"text": first.text[len(self.shown):]})
@@ -286,6 +302,9 @@ class CompletionEvents:
 
     def failed(self, error):
         yield event(OpenAIErrorResponse.from_error(error).model_dump())
+
+    def generated_tokens(self, results):
+        return completion_tokens(self.asked, results)
 
 
 def stream_completion(asked: CompletionRequest, prompts: list[Prompt], until: float) -> Response:

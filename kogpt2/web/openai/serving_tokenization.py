@@ -25,10 +25,11 @@ def tokenizer_info() -> dict:
 def tokenize() -> dict:
     asked = service.validate(TokenizeRequest, service.json_body())
     check_model(asked.model)
-    generator = get_generator()
-    ids = generator.tokenize(asked.prompt, add_special_tokens=asked.add_special_tokens)
-    return TokenizeResponse(count=len(ids), max_model_len=generator.max_positions,
-                            tokens=ids).model_dump()
+    vocabulary = get_generator().vocabulary()
+    ids = vocabulary.tokenize(asked.prompt, add_special_tokens=asked.add_special_tokens)
+    strings = vocabulary.token_strings(ids) if asked.return_token_strs else None
+    return TokenizeResponse(count=len(ids), max_model_len=vocabulary.max_positions, tokens=ids,
+                            token_strs=strings).model_dump()
 
 
 def detokenize() -> dict:
