@@ -153,9 +153,10 @@ class Generator:
 
     @property
     def state(self) -> str:
-        """not_loaded, loading, ready or failed."""
+        """not_loaded, loading, ready or failed (the load, or the loaded engine's scheduler:
+        Engine.health)."""
         if self._engine is not None:
-            return "ready"
+            return "failed" if self._engine.health() else "ready"
         if self._progress is not None:
             return "loading"
         return "failed" if self._failure is not None else "not_loaded"

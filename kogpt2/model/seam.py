@@ -161,6 +161,12 @@ class Engine(Protocol):
         """{"rows_running", "rows_waiting", "max_rows"}, now."""
         ...
 
+    def health(self) -> str | None:
+        """None while it can serve; else why not, for the operator's log (it may hold library
+        messages): a batching engine's scheduler failed, and no step has succeeded since (the
+        next request starts it again). Never blocks."""
+        ...
+
 
 def refuse_unless(engine_name: str, features: frozenset[str], params: GenerationParams) -> None:
     """InvalidInput naming the engine and the first feature `params` asks that it lacks."""

@@ -184,3 +184,103 @@ def test_rows_beyond_the_cap_wait_for_a_place(tiny_ov_float32_dir, tokenizer):
     assert max(stats["rows_running"] for stats in seen) == 2
     assert seen[0]["rows_waiting"] == 1 and seen[-1]["rows_waiting"] == 0
     assert engine.stats() == {"rows_running": 0, "rows_waiting": 0, "max_rows": 2}
+
+
+# --- a scheduler that fails (issue 23, 13): nobody waits on a dead loop ---
+
+
+def within(seconds, function, *args):
+    """function(*args) in a thread: what it returned or raised, failing the test if it is still
+    running after `seconds` (a request hanging on a dead scheduler)."""
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(function(*args))
+        except Exception as exc:  # what it raised is the outcome
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still waiting after {seconds} s"
+    return outcome[0]
+
+
+@pytest.fixture
+def fresh_engine(tiny_ov_float32_dir):
+    return engines.load(engines.OPENVINO, tiny_ov_float32_dir, threads=1, compute_type="f32")
+
+
+def test_a_failure_in_the_scheduler_fails_its_jobs_and_the_next_request_starts_it_again(
+        fresh_engine, tokenizer, monkeypatch):
+    req = request(tokenizer, TITLES[0], KINDS[0], max_new_tokens=6)
+    expected = alone(fresh_engine, req)
+    admit = fresh_engine._admit
+
+    def broken():
+        raise RuntimeError("admission broke")
+
+    monkeypatch.setattr(fresh_engine, "_admit", broken)
+    failed = within(10, fresh_engine.generate, [req])
+    assert isinstance(failed, RuntimeError) and str(failed) == "admission broke"
+    assert fresh_engine.health() == "admission broke"
+    monkeypatch.setattr(fresh_engine, "_admit", admit)
+    [result] = within(10, fresh_engine.generate, [req])
+    assert texts(result) == expected and fresh_engine.health() is None
+
+
+def test_a_scheduler_that_cannot_start_fails_the_request_and_the_next_one_starts_it(
+        fresh_engine, tokenizer, monkeypatch):
+    req = request(tokenizer, TITLES[0], KINDS[0], max_new_tokens=6)
+    start = threading.Thread.start
+
+    def no_thread(thread):
+        if thread.name == "openvino-batch":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    failed = within(10, fresh_engine.generate, [req])
+    assert isinstance(failed, RuntimeError) and "can't start new thread" in str(failed)
+    assert fresh_engine.health() == "can't start new thread"
+    monkeypatch.setattr(threading.Thread, "start", start)
+    [result] = within(10, fresh_engine.generate, [req])
+    assert len(result.rows[0].token_ids) == 6 and fresh_engine.health() is None
+
+
+def test_a_scheduler_gone_without_a_word_fails_who_waits_on_it(fresh_engine, tokenizer,
+                                                               monkeypatch):
+    from kogpt2.model.engines import openvino
+
+    monkeypatch.setattr(openvino, "WATCHDOG_S", 0.05, raising=False)
+    monkeypatch.setattr(fresh_engine, "_loop", lambda: None)  # ends at once, having done nothing
+    req = request(tokenizer, TITLES[0], KINDS[0], max_new_tokens=6)
+    failed = within(10, fresh_engine.generate, [req])
+    assert isinstance(failed, RuntimeError) and "scheduler stopped" in str(failed)
+    monkeypatch.undo()
+    [result] = within(10, fresh_engine.generate, [req])
+    assert len(result.rows[0].token_ids) == 6
+
+
+def test_a_job_whose_deadline_passed_while_it_waited_is_never_read(
+        tiny_ov_float32_dir, tokenizer, slow_tokens, monkeypatch):
+    engine = engines.load(engines.OPENVINO, tiny_ov_float32_dir, threads=1, compute_type="f32",
+                          max_rows=1)
+    fed: list[list[int]] = []  # what each step fed, but the fillers' tokens
+    forward = engine._forward
+
+    def recording(plan):
+        fed.extend(tokens for sequence, tokens, _ in plan if sequence not in engine._fillers)
+        return forward(plan)
+
+    monkeypatch.setattr(engine, "_forward", recording)
+    first = request(tokenizer, TITLES[0], KINDS[0], max_new_tokens=30)  # 30 steps: >= 0.3 s
+    late = request(tokenizer, TITLES[1], KINDS[0], max_new_tokens=8,
+                   watch=Watch(deadline=time.monotonic() + 0.1))
+    running = threading.Thread(target=engine.generate, args=([first],))
+    running.start()
+    [result] = within(30, engine.generate, [late])
+    running.join(30)
+    assert [(row.token_ids, row.finish_reason) for row in result.rows] == [([], "time")]
+    assert late.prompt_ids not in fed and first.prompt_ids in fed

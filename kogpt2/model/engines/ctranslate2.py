@@ -89,6 +89,9 @@ class CTranslate2Engine:
         return {"rows_running": self._running, "rows_waiting": waiting,
                 "max_rows": self.max_rows}
 
+    def health(self) -> str | None:
+        return None  # callers run generate_batch themselves: no scheduler to fail
+
     def generate(self, requests: list[EngineRequest]) -> list[EngineResult]:
         """Calls that come while the engine is busy wait together; the first of them to get it
         serves them all at once: their greedy rows as rows of shared generate_batch calls."""

@@ -227,16 +227,20 @@ class OpenVINOEngine:
                 self._looping, self._thread = True, thread
         for job in jobs:
             while not job.done.wait(WATCHDOG_S):
-                if not self._scheduler_alive():
-                    job.fail(RuntimeError("the openvino scheduler stopped"))
+                self._check_scheduler()
         for job in jobs:
             if job.error is not None:
                 raise job.error
         return [job.result for job in jobs]
 
-    def _scheduler_alive(self) -> bool:
+    def _check_scheduler(self) -> None:
+        """A caller still waits: if the scheduler thread is gone without a word (nothing in
+        it should let that happen), fail what it left behind so the next request starts a
+        new one."""
         with self._lock:
-            return self._thread is not None and self._thread.is_alive()
+            if self._looping and not (self._thread and self._thread.is_alive()):
+                self._fail_waiting(RuntimeError("the openvino scheduler stopped"))
+                self._looping = False
 
     def _fail_waiting(self, exc: BaseException) -> None:
         """Fail every job waiting or running (the lock held) and say so in health()."""

@@ -129,6 +129,9 @@ class TransformersEngine:
     def stats(self) -> dict[str, int]:
         return self._turns.stats()
 
+    def health(self) -> str | None:
+        return None  # callers take turns: no scheduler to fail
+
     def generate(self, requests: list[EngineRequest]) -> list[EngineResult]:
         for request in requests:
             refuse_unless(self.name, self.features, request.params)

@@ -49,13 +49,15 @@ def health():
 
 @bp.get("/ready")
 def ready():
-    """Readiness: 200 once the model is loaded, else 503 (an orchestrator sends no traffic
-    meanwhile). Never loads or waits: under gunicorn each worker starts loading as it starts
-    (KOGPT2_LOAD_ON_START), and retries a failed load by itself."""
+    """Readiness: 200 once the model is loaded and its engine serves, else 503 (an
+    orchestrator sends no traffic meanwhile). Never loads or waits: under gunicorn each worker
+    starts loading as it starts (KOGPT2_LOAD_ON_START), and retries a failed load by itself; an
+    engine whose scheduler failed is `failed` until a request runs a step again."""
     generator = get_generator()
-    answer = ReadyResponse(ready=generator.loaded, model_state=generator.state,
+    ready = generator.state == "ready"
+    answer = ReadyResponse(ready=ready, model_state=generator.state,
                            progress=InfoProgress.of(generator.progress))
-    if generator.loaded:
+    if ready:
         return answer.model_dump()
     wait = generator.retry_in_s if generator.state == "failed" else LOADING_RETRY_S
     return answer.model_dump(), 503, retry_after(wait or LOADING_RETRY_S)
