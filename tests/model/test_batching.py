@@ -284,3 +284,51 @@ def test_a_job_whose_deadline_passed_while_it_waited_is_never_read(
     running.join(30)
     assert [(row.token_ids, row.finish_reason) for row in result.rows] == [([], "time")]
     assert late.prompt_ids not in fed and first.prompt_ids in fed
+
+
+def test_a_long_title_is_read_in_parts_beside_the_others_decoding(engine, tokenizer,
+                                                                  monkeypatch):
+    """A 700-token title, scored (lm-eval's loglikelihood), comes while a request decodes: it
+    is read a few hundred tokens a step (parts that end at cache blocks' ends), the decoding
+    row writes a token in each of those steps, and both get what they get alone."""
+    from kogpt2.model.engines import openvino
+
+    decoding = request(tokenizer, TITLES[0], KINDS[0], max_new_tokens=12)
+    long_ids = [(7 * i) % 500 + 10 for i in range(700)]
+    scoring = EngineRequest(long_ids, 0, GenerationParams(prompt_logprobs=1), None, Watch())
+    [scored_alone] = engine.generate([scoring])
+    expected = alone(engine, decoding)
+    steps: list[list[int]] = []  # each step: the tokens each of its sequences fed
+    forward = engine._forward
+
+    def recording(plan):
+        steps.append([len(tokens) for sequence, tokens, _ in plan
+                      if sequence not in engine._fillers])
+        return forward(plan)
+
+    monkeypatch.setattr(engine, "_forward", recording)
+    heard = []
+
+    def on_token(token, _):
+        heard.append(token)
+        if len(heard) == 2:  # hold the decoding until the long title waits to be read
+            until = time.monotonic() + 10
+            while engine.stats()["rows_waiting"] == 0 and time.monotonic() < until:
+                time.sleep(0.005)
+
+    decoding = EngineRequest(decoding.prompt_ids, 12, decoding.params, None,
+                             Watch(on_token=on_token))
+    results = [None]
+    thread = threading.Thread(target=lambda: results.__setitem__(0, engine.generate([decoding])))
+    thread.start()
+    while len(heard) < 2:
+        time.sleep(0.001)
+    [scored] = engine.generate([EngineRequest(long_ids, 0, scoring.params, None, Watch())])
+    thread.join(60)
+    assert texts(results[0][0]) == expected
+    assert [(s.token_id, s.logprob) for s in scored.prompt_logprobs[1:]] == [
+        (s.token_id, s.logprob) for s in scored_alone.prompt_logprobs[1:]]
+    parts = [fed for fed in steps if max(fed) > len(decoding.prompt_ids)]  # the long title's
+    assert len(parts) == 3 and sum(max(fed) for fed in parts) == 700
+    assert all(fed.count(1) == 1 and max(fed) <= openvino.STEP_TOKENS for fed in parts)
+    assert all(max(fed) % openvino.BLOCK == 0 for fed in parts[:-1])

@@ -12,7 +12,7 @@ in transformers' order, so every knob means what it means on the reference engin
 A sequence's logits are bit for bit the same whatever shares its steps (other titles, other
 lengths, joins and leaves): int8 activations are quantized per token, each sequence's
 attention runs on its own blocks, and the few things the CPU plugin would otherwise do
-differently by company are fixed here (see MIN_SEQUENCES and BLOCK).
+differently by company are fixed here (the fillers of _forward, and BLOCK).
 
 Serving needs `openvino` and numpy only: no torch, no transformers. `prepare` (the exporter)
 imports torch, transformers and nncf inside itself.
@@ -80,11 +80,6 @@ CONVERT_HINT = "python scripts/convert.py SRC OUT --engine openvino"
 # the most positions a step returns logits for when titles are scored (256 x 51,200 floats:
 # 52 MB), however many titles a batch scores.
 STEP_TOKENS = 256
-# The CPU plugin's PagedAttention runs one sequence's attention split across threads (and adds
-# the parts) when a step holds fewer sequences than threads, and whole on one thread otherwise:
-# the sums' order, so the logits, would depend on how many sequences share the step. Steps
-# with fewer sequences are filled up with one-token sequences of their own (never read).
-MIN_SEQUENCES_OVER_THREADS = 0
 # Tokens per cache block: the CPU plugin's (checked at load). A title read in parts breaks at
 # block ends: each part's queries then meet the cache in the same blocks as when the title is
 # read in one step, and give the same numbers.
@@ -187,7 +182,7 @@ class OpenVINOEngine:
         # Blocks enough for every row at full length: the pool is allocated once, but only
         # the blocks written to take memory (freed blocks are reused first).
         blocks_per_row = -(-max_positions // _block_size(compiled))
-        self._min_sequences = max(1, threads) + MIN_SEQUENCES_OVER_THREADS
+        self._min_sequences = max(1, threads)  # see the fillers (_forward)
         self._cache = _Cache(compiled, self._request,
                              max_rows * blocks_per_row + self._min_sequences)
         self._fillers = [self._cache.sequence() for _ in range(self._min_sequences)]
@@ -363,8 +358,13 @@ class OpenVINOEngine:
         """One model call. Each (sequence, tokens, wanted): the tokens it feeds next, and
         which of them (indices into `tokens`) to return the logits after. The logits come in
         plan order, in the request's buffer (the next call reuses it: copy what is kept)."""
+        # The CPU plugin's PagedAttention runs a sequence's attention split across threads
+        # (and adds the parts) when a step holds fewer sequences than threads, and whole on
+        # one thread otherwise: the sums' order, so the logits, would depend on how many
+        # sequences share the step. Fewer are filled up with sequences of their own, a token
+        # at position 0 again and again, never read (at batch 1 on 2 threads: no cost seen).
         fillers = self._fillers[:max(0, self._min_sequences - len(plan))]
-        for filler in fillers:  # one token at position 0, again and again: never read
+        for filler in fillers:
             filler.length = 0
         plan = [*plan, *[(filler, [0], []) for filler in fillers]]
         ids, positions, past, begins, blocks, block_begins, logits_at = [], [], [], [0], [], [0], []
