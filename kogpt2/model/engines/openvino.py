@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import sampling
+from ..params import MAX_RETURN_SEQUENCES
 from ..sampling import RowSampler
 from ..seam import (
     EngineRequest,
@@ -179,12 +180,14 @@ class OpenVINOEngine:
         self.eos_id = eos
         self.max_rows = max_rows
         self._request = compiled.create_infer_request()
-        # Blocks enough for every row at full length: the pool is allocated once, but only
-        # the blocks written to take memory (freed blocks are reused first).
+        # Blocks enough for every row at full length (a request with more rows than the cap
+        # runs alone): the pool is allocated once, but only the blocks written to take memory
+        # (freed blocks are reused first).
         blocks_per_row = -(-max_positions // _block_size(compiled))
+        rows = max(max_rows, MAX_RETURN_SEQUENCES)
         self._min_sequences = max(1, threads)  # see the fillers (_forward)
         self._cache = _Cache(compiled, self._request,
-                             max_rows * blocks_per_row + self._min_sequences)
+                             rows * blocks_per_row + self._min_sequences)
         self._fillers = [self._cache.sequence() for _ in range(self._min_sequences)]
         self._lock = threading.Lock()
         self._waiting: collections.deque[_Job] = collections.deque()
