@@ -75,12 +75,9 @@ def openvino_rows(engine, sequences):
     `engine` is a loaded openvino engine."""
     rows = []
     for ids in sequences:
-        engine._request.reset_state()
-        steps = []
-        for at, token in enumerate(ids[:-1]):
-            logits = engine._infer(np.array([[token]]), np.ones((1, at + 1), np.int64),
-                                   np.array([[at]]), np.zeros(1, np.int32))
-            steps.append(logits[0, -1].copy())
+        cached = engine._cache.sequence()  # a sequence of the engine's cache, outside its loop
+        steps = [engine._forward([(cached, [token], [0])])[0].copy() for token in ids[:-1]]
+        engine._cache.release(cached)
         rows.append(log_softmax(np.array(steps)))
     return rows
 

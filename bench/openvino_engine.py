@@ -100,9 +100,9 @@ for i, reference in enumerate(references):
                       len(tokens)))
     # Fed the reference's tokens: the engine's penalized top-1 at each step vs the reference's.
     ref_logits = np.load(f"{work}/reference-logits-{i}.npy")
-    engine._request.reset_state()
+    cached = engine._cache.sequence()  # a sequence of the engine's cache, outside its loop
     seq = list(prompt)
-    logits = engine._step(np.array([prompt]), len(prompt), np.zeros(1, np.int32))[0]
+    logits = engine._forward([(cached, prompt, [len(prompt) - 1])])[0].copy()
     for step, token in enumerate(expected):
         ref = ref_logits[step].copy()
         seen = list(dict.fromkeys(seq))
@@ -111,7 +111,8 @@ for i, reference in enumerate(references):
         top1 += int(np.argmax(logits) == np.argmax(ref))
         steps += 1
         seq.append(token)
-        logits = engine._step(np.array([[token]]), len(seq), np.zeros(1, np.int32))[0]
+        logits = engine._forward([(cached, [token], [0])])[0].copy()
+    engine._cache.release(cached)
 rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 print(json.dumps({"ms_per_token": [t / len(first.token_ids) * 1000 for t in times],
                   "tokens": len(first.token_ids), "reason": first.finish_reason,

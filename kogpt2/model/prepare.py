@@ -29,7 +29,7 @@ from .vocab import tokenizer_config, write_metadata
 log = logging.getLogger(__name__)
 
 # Bumped when what prepare() writes changes shape, so old entries aren't read as new ones.
-FORMAT_VERSION = 2  # 2: the OpenVINO export takes position_ids and logits_from
+FORMAT_VERSION = 3  # 2: OpenVINO takes position_ids; 3: and logits_at, not logits_from
 MARKER_FILE = "kogpt2-complete.json"
 SET_ASIDE_SUFFIX = ".broken"
 WAITING = "waiting for another process preparing the same model"

@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 TITLE = "근육이 커지기 위해서는"
 BUDGET_S = 10
@@ -160,3 +162,60 @@ def test_memory_stays_flat_over_500_requests(live_server):
     assert summary["ok_200"] == 500  # 4 clients never fill 1 slot + a queue of 8
     growth = samples[-1] - samples[1]  # after warm-up: allocator pools, tokenizer caches
     assert growth < 30, f"worker RSS grew {growth:.0f} MB over 400 requests: {samples}"
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+@pytest.fixture(scope="module")
+def full_size_ov_dir(full_size_model_dir, tmp_path_factory):
+    """The full-size stand-in prepared for OpenVINO int8, as an image bakes it in: a server
+    that prepared it itself would have held torch and the float32 model in memory first."""
+    from convert import convert
+
+    return convert(str(full_size_model_dir), tmp_path_factory.mktemp("full-ov") / "int8")
+
+
+def test_a_scoring_batch_takes_little_memory_and_holds_no_other_row_past_its_deadline(
+        live_server, full_size_ov_dir):
+    """lm-eval's loglikelihood shape (issue 23, 1): a 7 KB /v1 request scoring one 1,024-id
+    prompt and 19 one-id prompts (echo, logprobs 0, max_tokens 0) on the full-size stand-in,
+    int8. Before, every row's logits at every position of the widest came back (20 x 1,024 x
+    51,200 floats: 4.2 GB), and all 20 rows read 1,024 positions in one call that held every
+    other row; now only the scored positions' logits come back, a step at a time, and a
+    generation sent meanwhile writes beside it within its time budget."""
+    with live_server(model=full_size_ov_dir, engine="openvino", time_budget_s=BUDGET_S,
+                     max_batch_rows=20) as base:
+        pid = worker_pid(base)
+        model = call(f"{base}/v1/models")[3]["data"][0]["id"]
+        assert call(f"{base}/generate", BODY)[0] == 200  # warm
+        scoring = {"model": model, "prompt": [list(range(1000, 2024))] + [[i] for i in
+                                                                        range(500, 519)],
+                   "echo": True, "logprobs": 0, "max_tokens": 0}
+        assert len(json.dumps(scoring)) < 7200
+        answers = []
+        sent = threading.Thread(target=lambda: answers.append(
+            call(f"{base}/v1/completions", scoring)))
+        sent.start()
+        until = time.monotonic() + 30
+        while call(f"{base}/info")[3]["batch"]["rows_running"] == 0:
+            assert time.monotonic() < until, "the scoring batch never started"
+            time.sleep(0.01)
+        other = call(f"{base}/generate", {**BODY, "max_new_tokens": 48})
+        sent.join(HANG_S)
+        peak = peak_rss_mb(pid)
+    print(f"\nSCORING peak_rss_mb={peak:.0f} scoring_s={answers[0][1]:.1f} "
+          f"other_s={other[1]:.1f}")
+    status, _, _, body = other
+    assert status == 200 and body["details"]["finish_reason"] == "length", body
+    assert body["details"]["generated_tokens"] == 48
+    status, _, _, scored = answers[0]
+    assert status == 200, scored
+    logprobs = [choice["logprobs"]["token_logprobs"] for choice in scored["choices"]]
+    assert [len(values) for values in logprobs] == [1024] + [1] * 19
+    assert logprobs[0][0] is None and None not in logprobs[0][1:]
+    assert peak <= 600, f"the worker peaked at {peak:.0f} MB"

@@ -197,9 +197,12 @@ def test_several_sequences_differ_and_reproduce(engine, tokenizer):
 
 
 def test_a_past_deadline_stops_after_one_token(engine, tokenizer):
+    """The title was read for that token. OpenVINO's scheduler reads no title for a request
+    whose deadline passed while it waited for a place (test_batching.py): nothing at all."""
     outputs = run(engine, tokenizer, sampling(num_return_sequences=2), seed=1,
                   watch=Watch(deadline=time.monotonic()))
-    assert [(len(ids), reason) for ids, reason in outputs] == [(1, "time"), (1, "time")]
+    written = 0 if engine.name == "openvino" else 1
+    assert [(len(ids), reason) for ids, reason in outputs] == [(written, "time")] * 2
 
 
 def test_a_deadline_stops_a_long_generation(engine, tokenizer, slow_tokens):

@@ -202,52 +202,49 @@ def test_an_openvino_model_from_elsewhere_is_refused(exported, tmp_path):
         engines.load(engines.OPENVINO, model_dir, threads=1, compute_type="default")
 
 
-def test_each_cache_row_is_its_own_when_rows_pad_fan_out_join_and_drop_out(exported, tokenizer):
-    """The export's inputs as the batching loop uses them: titles of different lengths read
-    in one step (left-padded, pads masked), a title's row fanning out to several sequences
-    (beam_idx), a newcomer joining a running batch (its row's earlier slots masked, its
-    positions from 0), and a finished row dropping out. Each row's logits must be those of its
-    own tokens run alone."""
-    engine = engines.load(engines.OPENVINO, exported["float32"], threads=1, compute_type="f32")
+def test_each_sequence_is_its_own_when_titles_differ_fan_out_join_and_drop_out(exported,
+                                                                                tokenizer):
+    """The paged cache as the batching loop uses it: titles of different lengths read in one
+    step, a title's sequence forking into two (sharing its blocks), a newcomer's title read
+    beside others' decoding, and finished sequences dropping out. Each sequence's logits must
+    be bit for bit those of its own tokens run alone (its title in one step, then a token a
+    step), on int8 and with 2 threads."""
+    engine = engines.load(engines.OPENVINO, exported["int8"], threads=2, compute_type="default")
+    cache = engine._cache
     b, a, c = (encode(tokenizer, title) for title in [*TITLES, "서울의 봄"])
     assert len(a) > len(b)
 
-    def step(ids, mask, positions, beam):
-        return engine._infer(np.array(ids), np.array(mask), np.array(positions),
-                             np.array(beam, np.int32))[:, -1].copy()
+    def step(*plan):
+        return engine._forward([(seq, tokens, [len(tokens) - 1]) for seq, tokens in plan]).copy()
 
-    def alone(sequence):
-        engine._request.reset_state()
-        n = len(sequence)
-        return step([sequence], [[1] * n], [list(range(n))], [0])[0]
+    def alone(title, *tokens):
+        seq = cache.sequence()
+        logits = step((seq, title))
+        for token in tokens:
+            logits = step((seq, [token]))
+        cache.release(seq)
+        return logits[0]
 
     expected = {
-        "a": alone(a), "b": alone(b), "a+300": alone(a + [300]), "a+301": alone(a + [301]),
-        "b+302": alone(b + [302]), "a+300+400": alone(a + [300, 400]),
-        "c0": alone(c[:1]), "c0c1": alone(c[:2]), "b+302+402+502": alone(b + [302, 402, 502]),
+        "a": alone(a), "b": alone(b), "a+300": alone(a, 300), "a+301": alone(a, 301),
+        "b+302": alone(b, 302), "a+300+400": alone(a, 300, 400), "c": alone(c),
+        "c+7": alone(c, 7), "b+302+402+502": alone(b, 302, 402, 502),
     }
-    engine._request.reset_state()
-    pad = len(a) - len(b)
-    b_mask = [0] * pad + [1] * len(b)
-    got = step([a, [0] * pad + b], [[1] * len(a), b_mask],
-               [list(range(len(a))), [0] * pad + list(range(len(b)))], [0, 1])
-    close = dict(rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(got, [expected["a"], expected["b"]], **close)
-    # a fans out to two sequences; b goes on.
-    got = step([[300], [301], [302]], [[1] * (len(a) + 1)] * 2 + [b_mask + [1]],
-               [[len(a)], [len(a)], [len(b)]], [0, 0, 1])
-    np.testing.assert_allclose(got, [expected["a+300"], expected["a+301"], expected["b+302"]],
-                               **close)
-    # c joins: every slot before its first is masked for it, and it counts from position 0.
-    slots = len(a) + 2
-    got = step([[400], [401], [402], [c[0]]],
-               [[1] * slots] * 2 + [b_mask + [1, 1], [0] * (slots - 1) + [1]],
-               [[len(a) + 1], [len(a) + 1], [len(b) + 1], [0]], [0, 1, 2, 0])
-    np.testing.assert_allclose(got[[0, 3]], [expected["a+300+400"], expected["c0"]], **close)
-    # The first two rows finished and drop out; b and c go on in their own context.
-    got = step([[502], [c[1]]], [b_mask + [1, 1, 1], [0] * (slots - 1) + [1, 1]],
-               [[len(b) + 2], [1]], [2, 3])
-    np.testing.assert_allclose(got, [expected["b+302+402+502"], expected["c0c1"]], **close)
+    seq_a, seq_b = cache.sequence(), cache.sequence()
+    np.testing.assert_array_equal(step((seq_a, a), (seq_b, b)), [expected["a"], expected["b"]])
+    seq_a2 = cache.fork(seq_a)  # a fans out to two sequences; b goes on
+    got = step((seq_a, [300]), (seq_a2, [301]), (seq_b, [302]))
+    np.testing.assert_array_equal(got, [expected["a+300"], expected["a+301"], expected["b+302"]])
+    seq_c = cache.sequence()  # c's title is read beside their decoding
+    got = step((seq_a, [400]), (seq_a2, [401]), (seq_b, [402]), (seq_c, c))
+    np.testing.assert_array_equal(got[[0, 3]], [expected["a+300+400"], expected["c"]])
+    cache.release(seq_a)  # a's two sequences finish; b and c go on in their own context
+    cache.release(seq_a2)
+    got = step((seq_b, [502]), (seq_c, [7]))
+    np.testing.assert_array_equal(got, [expected["b+302+402+502"], expected["c+7"]])
+    cache.release(seq_b)
+    cache.release(seq_c)
+    assert len(cache.free) == cache.size - sum(len(filler.blocks) for filler in engine._fillers)
 
 
 def test_several_sequences_at_top_k_1_are_each_the_greedy_text(exported, tokenizer):

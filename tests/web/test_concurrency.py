@@ -192,3 +192,29 @@ def test_beyond_the_row_cap_requests_queue_then_get_429(make_app, hold_the_slot,
             "max_concurrency": 1, "queue_size": 0, "queue_timeout_s": 5.0, "running": 1,
             "waiting": 0}
     assert held == [200]
+
+
+def test_a_failed_openvino_scheduler_makes_ready_say_so_until_a_request_succeeds(
+        make_app, tiny_ov_dir, monkeypatch):
+    from kogpt2.web.state import EXTENSION
+
+    app = make_app(model=str(tiny_ov_dir), engine="openvino")
+    client = app.test_client()
+    short = {"text": TITLE, "max_new_tokens": 2}
+    assert client.post("/generate", json=short).status_code == 200
+    assert client.get("/ready").status_code == 200
+    engine = app.extensions[EXTENSION].engine
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the model call failed")
+
+    monkeypatch.setattr(engine, "_infer", broken)
+    assert_error(client.post("/generate", json=short), 500, "internal_error")
+    ready = client.get("/ready")
+    assert ready.status_code == 503 and int(ready.headers["Retry-After"]) >= 1
+    assert ready.get_json()["model_state"] == "failed"
+    assert client.get("/health").status_code == 200  # alive: the next request starts it again
+    monkeypatch.undo()
+    assert client.post("/generate", json=short).status_code == 200
+    assert client.get("/ready").get_json() == {"ready": True, "model_state": "ready",
+                                               "progress": None}
