@@ -27,6 +27,7 @@ from .seam import (
     Engine,
     EngineRequest,
     InvalidInput,
+    LogprobsMode,
     ModelLoadError,
     ModelLoading,
     Progress,
@@ -111,6 +112,7 @@ class Generator:
         cache_dir: str | Path | None = None,
         model_name: str | None = None,
         revision: str | None = None,
+        logprobs_mode: LogprobsMode = "raw_logprobs",
     ):
         self.model = model
         self.engine_name = engine
@@ -126,6 +128,7 @@ class Generator:
         self.cache_root = Path(cache_dir) if cache_dir else prepare.default_cache_root()
         self.model_name = model_name
         self.revision = revision  # of a hub id; None: the hub's main branch
+        self.logprobs_mode = logprobs_mode  # what a generated token's logprobs are (seam)
         self._engine: Engine | None = None
         self._vocabulary: Vocabulary | None = None
         self._source: Source | None = None
@@ -582,7 +585,8 @@ class Generator:
                 watch = Watch(deadline, early, early.hear)
             else:  # one engine run holds every sequence: one's stop text must not end the others
                 watch = Watch(deadline, cancel, listener)
-            requests.append(EngineRequest(prompt.ids, prompt.max_new_tokens, params, seed, watch))
+            requests.append(EngineRequest(prompt.ids, prompt.max_new_tokens, params, seed, watch,
+                                          self.logprobs_mode))
         outcomes = engine.generate(requests)
         time_ms = round((time.monotonic() - started) * 1000)
         results = [

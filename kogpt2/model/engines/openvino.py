@@ -328,7 +328,8 @@ class _Job:
         self.fed = 0  # title tokens read
         self.ends_by = 0  # the cache slot it ends by at the latest, once admitted
         self.samplers = [RowSampler(params, request.prompt_ids, eos_id=eos, seed=request.seed,
-                                    choice=choice) for choice in range(request.rows)]
+                                    choice=choice, logprobs_mode=request.logprobs_mode)
+                         for choice in range(request.rows)]
         self.new: list[list[int]] = [[] for _ in range(request.rows)]
         self.logprobs = ([[] for _ in range(request.rows)] if params.logprobs is not None
                          else None)

@@ -52,18 +52,34 @@ from . import TRANSFORMERS
 NAME = "transformers"
 
 
+class _RawLogits(LogitsProcessor):
+    """First in the chain: keeps each step's logits as the model gave them (raw_logprobs)."""
+
+    def __init__(self):
+        self.rows: list[np.ndarray] = []
+
+    def __call__(self, input_ids, scores):
+        self.rows.append(scores[0].numpy().copy())
+        return scores
+
+
 class _Steps(StoppingCriteria):
-    """Tells the watch about each step (the row's new token, when it listens) and stops when it
+    """Tells the watch about each step (the row's new token, when it listens, with its
+    log-probability when asked: from `raw`'s rows, or the processed scores) and stops when it
     says so."""
 
-    def __init__(self, watch: Watch, listen: bool, logprobs: int | None):
-        self.watch, self.listen, self.logprobs = watch, listen, logprobs
+    def __init__(self, watch: Watch, listen: bool, logprobs: int | None,
+                 raw: _RawLogits | None):
+        self.watch, self.listen, self.logprobs, self.raw = watch, listen, logprobs, raw
 
     def __call__(self, input_ids, scores, **kwargs):
         token = int(input_ids[0, -1]) if self.listen else None
         chosen = None
-        if token is not None and self.logprobs is not None and scores:  # scores: every step's
-            chosen = _logprob(scores[-1][0].numpy(), token, self.logprobs)
+        if token is not None and self.logprobs is not None:
+            if self.raw is not None:
+                chosen = _logprob(self.raw.rows[-1], token, self.logprobs)
+            elif scores:  # every step's, processed
+                chosen = _logprob(scores[-1][0].numpy(), token, self.logprobs)
         stop = self.watch.step(token, chosen)
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
@@ -88,17 +104,18 @@ class PresenceFrequencyPenalty(LogitsProcessor):
 
 
 def processors(params: GenerationParams, prompt_length: int, eos: int) -> LogitsProcessorList:
-    """sampling.py's order, in transformers' processors: penalties, bias, masks, warpers."""
+    """sampling.py's order, in transformers' processors: bias, penalties, masks, warpers (its
+    own list puts the bias before the repetition penalty too)."""
     chain = []
+    if params.logit_bias:
+        chain.append(SequenceBiasLogitsProcessor(
+            [[[token], bias] for token, bias in params.logit_bias.items()]
+        ))
     if params.repetition_penalty != 1.0:
         chain.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
     if params.presence_penalty or params.frequency_penalty:
         chain.append(PresenceFrequencyPenalty(params.presence_penalty, params.frequency_penalty,
                                               prompt_length))
-    if params.logit_bias:
-        chain.append(SequenceBiasLogitsProcessor(
-            [[[token], bias] for token, bias in params.logit_bias.items()]
-        ))
     if params.min_new_tokens:
         chain.append(MinNewTokensLengthLogitsProcessor(
             prompt_length, params.min_new_tokens, [eos, *params.stop_token_ids]
@@ -159,6 +176,10 @@ class TransformersEngine:
         if request.max_new_tokens == 0:
             return finish([], end_ids, 0, request.watch)
         want_logprobs = params.logprobs is not None
+        raw = _RawLogits() if want_logprobs and request.logprobs_mode == "raw_logprobs" else None
+        chain = processors(params, len(prompt_ids), self.eos_id)
+        if raw is not None:
+            chain.insert(0, raw)
         # Every knob is in processors(): transformers' own defaults would add warpers (its
         # top_k is 50), and it warns of sampling flags on a greedy run.
         warpers_off = dict(temperature=1.0, top_k=0, top_p=1.0) if params.do_sample else {}
@@ -172,7 +193,7 @@ class TransformersEngine:
             pad_token_id=self.pad_id,
             eos_token_id=end_ids or None,
             bos_token_id=self.eos_id,
-            output_scores=want_logprobs,
+            output_scores=want_logprobs and raw is None,
             return_dict_in_generate=True,
         )
         input_ids = torch.tensor([prompt_ids], dtype=torch.long)
@@ -183,23 +204,24 @@ class TransformersEngine:
                 input_ids,
                 attention_mask=torch.ones_like(input_ids),
                 generation_config=config,
-                logits_processor=processors(params, len(prompt_ids), self.eos_id),
+                logits_processor=chain,
                 stopping_criteria=StoppingCriteriaList(
-                    [_Steps(request.watch, choice == 0, params.logprobs)]),
+                    [_Steps(request.watch, choice == 0, params.logprobs, raw)]),
             )
         new_ids = output.sequences[0, len(prompt_ids):].tolist()
         logprobs = None
         if want_logprobs:
-            logprobs = [_logprob(step[0].numpy(), token, params.logprobs)
-                        for step, token in zip(output.scores, new_ids, strict=False)]
+            steps = raw.rows if raw is not None else [step[0].numpy() for step in output.scores]
+            logprobs = [_logprob(step, token, params.logprobs)
+                        for step, token in zip(steps, new_ids, strict=False)]
         return finish(new_ids, end_ids, request.max_new_tokens, request.watch, logprobs,
                       self.eos_id)
 
 
 def _logprob(scores: np.ndarray, token: int, n: int) -> TokenLogprob:
-    """From the scores transformers chose `token` from (processed, warped: -inf filtered)."""
-    logprobs = sampling.log_softmax(scores)
-    return TokenLogprob(token, float(logprobs[token]), sampling.best(logprobs, n))
+    """From the model's own logits (raw_logprobs), or the scores transformers chose `token`
+    from (processed_logprobs: processed, warped, -inf where filtered)."""
+    return sampling.token_logprob(scores, token, n)
 
 
 def is_own_format(path: Path) -> bool:
