@@ -38,14 +38,6 @@ from .params import GenerationParams
 from .seam import LogprobsMode, TokenLogprob
 
 
-def row_seed(seed: int, choice: int) -> int:
-    """An integer seed for row `choice` of an engine with a random generator of its own
-    (torch); choice 0's is `seed` itself."""
-    if not choice:
-        return seed
-    return int(np.random.SeedSequence(seed, spawn_key=(choice,)).generate_state(1)[0])
-
-
 class RowSampler:
     """One row's choices, step after step: its own penalties (over its own prompt and its own
     tokens), masks, draws and log-probabilities."""

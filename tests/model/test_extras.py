@@ -251,6 +251,35 @@ def test_processed_sampled_logprobs_come_from_the_warped_distribution(biased):
                 assert np.exp([v for _, v in entry.top]).sum() == pytest.approx(1, abs=1e-5)
 
 
+SAMPLED = [
+    GenerationParams(do_sample=True, top_k=0, top_p=0.9, seed=5, max_new_tokens=16,
+                     num_return_sequences=2, logprobs=2),
+    GenerationParams(do_sample=True, seed=6, max_new_tokens=16, temperature=0.7),
+    GenerationParams(do_sample=True, top_k=0, top_p=0.5, temperature=1.3, seed=7,
+                     max_new_tokens=16, repetition_penalty=1.0, logprobs=1),
+]
+
+
+@pytest.mark.parametrize("biased", ["float32"], indirect=True)
+@pytest.mark.parametrize("params", SAMPLED, ids=lambda p: p.model_dump_json(
+    exclude_defaults=True))
+def test_seeded_samples_on_openvino_float32_are_the_references(
+    biased, params, tiny_model_dir, tiny_ov_float32_dir
+):
+    """The same seed, the same text: OpenVINO (float32) draws what the reference draws with
+    transformers' own warpers, on flat rows (the tiny stand-in's random weights) and peaked
+    ones (the copy that favours a word), every row of n."""
+    flat = {"transformers": tiny_model_dir, "openvino": tiny_ov_float32_dir}
+    for dirs in (flat, biased.dirs):
+        got = {name: Generator(str(dirs[name]), engine=name, threads=1).generate(
+            OTHER_TITLE, params).sequences for name in ("transformers", "openvino")}
+        reference = got["transformers"]
+        assert [s.token_ids for s in got["openvino"]] == [s.token_ids for s in reference]
+        assert logprobs_of([got["openvino"]]) == pytest.approx(logprobs_of([reference]),
+                                                                abs=1e-4)
+        assert len({token for s in reference for token in s.token_ids}) > 3  # drawn
+
+
 def test_echo_scores_the_prompt_with_the_raw_model_in_either_mode(biased, tokenizer):
     """A prompt's log-probabilities (echo) are the model's own in both modes: lm-eval's
     loglikelihood and "is greedy" read them."""
@@ -355,7 +384,9 @@ def texts_of(results):
 
 
 def logprobs_of(results):
-    return [t.logprob for r in results for s in r.sequences for t in s.logprobs or []]
+    """Every log-probability of results, or of lists of sequences."""
+    rows = [r if isinstance(r, list) else r.sequences for r in results]
+    return [t.logprob for sequences in rows for s in sequences for t in s.logprobs or []]
 
 
 def test_a_prompt_that_starts_with_the_end_of_text_keeps_every_new_token(
