@@ -214,8 +214,7 @@ def exponentials(seed: int, choice: int, step: int, ids: np.ndarray | None,
         table = _TOKEN_BITS[size] = _mix(np.arange(size, dtype=np.uint32)
                                          * np.uint32(0x9E3779B1))
     key = np.random.SeedSequence(seed, spawn_key=(choice, step)).generate_state(1)[0]
-    bits = table[ids] if ids is not None else table.copy()
-    bits ^= key
+    bits = np.bitwise_xor(table if ids is None else table[ids], key)
     uniform = _mix(bits).astype(np.float32)
     uniform += np.float32(0.5)
     uniform *= np.float32(2.0**-32)  # in (0, 1), fine near 0, where the race is won
