@@ -97,6 +97,29 @@ def test_logit_bias_comes_before_the_repetition_penalty():
     assert processed[5] == 7.5
 
 
+def test_the_reference_chain_is_transformers_own_order():
+    """transformers' own generate, given the knobs as its GenerationConfig fields, processes
+    each step's logits as processors() does: its own list adds the bias first."""
+    from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64,
+                                       n_positions=32)).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40)  # logits of a few units: the penalty and bias matter
+    prompt = torch.tensor([[5, 6, 7]])
+    bias = {5: 4.0, 9: -2.0, 6: 1.5}
+    params = GenerationParams(repetition_penalty=1.7, logit_bias=bias)
+    own = model.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=(
+        GenerationConfig(max_new_tokens=4, do_sample=False, repetition_penalty=1.7,
+                         sequence_bias=[[[token], value] for token, value in bias.items()],
+                         output_scores=True, output_logits=True, return_dict_in_generate=True,
+                         pad_token_id=0, eos_token_id=None)))
+    for step, (logits, scores) in enumerate(zip(own.logits, own.scores, strict=True)):
+        ids = own.sequences[:, : prompt.shape[1] + step]
+        torch.testing.assert_close(processors(params, 3, EOS)(ids, logits.clone()), scores)
+
+
 def test_a_tie_across_the_top_p_edge_keeps_as_many_as_transformers_the_higher_ids():
     """Where tied tokens straddle the top-p edge, transformers keeps as many as it needs in
     the order its (unstable) sort left them; here the order is fixed: the higher ids first,
