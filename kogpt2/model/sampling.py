@@ -161,10 +161,11 @@ def draw(logits: np.ndarray, params, seed: int, choice: int, step: int) -> int:
 
 def race(scores: np.ndarray, top_p: float, exponentials_: np.ndarray) -> int:
     """The index of the largest p / E among the scores' top-p set (their probabilities p, each
-    one's own Exp(1) number E), found without ordering them: a winner outside the set is
-    replaced by the winner among the ones ranked above it."""
-    weights = np.exp(scores - scores.max())  # p up to their sum; a masked (-inf) token's is 0
-    keys = weights / exponentials_
+    one's own Exp(1) number E, overwritten), found without ordering them: a winner outside the
+    set is replaced by the winner among the ones ranked above it."""
+    weights = scores - scores.max()
+    np.exp(weights, out=weights)  # p up to their sum; a masked (-inf) token's is 0
+    keys = np.divide(weights, exponentials_, out=exponentials_)
     winner = int(np.argmax(keys))
     if top_p >= 1.0:
         return winner
@@ -197,11 +198,12 @@ _BELOW_ONE = np.float32(1.0 - 2.0**-24)
 
 
 def _mix(bits: np.ndarray) -> np.ndarray:
-    bits ^= bits >> np.uint32(16)
+    shifted = bits >> np.uint32(16)
+    bits ^= shifted
     bits *= _MIX[0]
-    bits ^= bits >> np.uint32(13)
+    bits ^= np.right_shift(bits, np.uint32(13), out=shifted)
     bits *= _MIX[1]
-    bits ^= bits >> np.uint32(16)
+    bits ^= np.right_shift(bits, np.uint32(16), out=shifted)
     return bits
 
 
