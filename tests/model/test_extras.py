@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from test_engines import engine_dir, rewire
 
-from kogpt2.model import GenerationParams, Generator, InvalidInput, engines
+from kogpt2.model import GenerationParams, Generator, InvalidInput, engines, sampling
 from kogpt2.model.vocab import load_tokenizer
 
 TITLE = "근육이 커지기 위해서는"
@@ -539,3 +539,26 @@ def test_ctranslate2_serves_concurrent_greedy_calls_in_one_batch(tiny_ct2_float3
     assert [got[text] for text in texts] == alone
     # The held call's round had its one row; the three that waited began in one round.
     assert rounds[0] == 1 and 3 in rounds
+
+
+def test_ctranslate2_reads_a_scored_prompt_once_for_one_new_tokens_logprobs(
+    tiny_ct2_float32_dir, tokenizer, monkeypatch
+):
+    """lm-eval's loglikelihood request (echo, logprobs, one new token): the prompt's pass
+    gives the new token's raw log-probability too, not a second pass over the same ids."""
+    from kogpt2.model.seam import EngineRequest, Watch
+
+    engine = engines.load(engines.CTRANSLATE2, tiny_ct2_float32_dir, threads=1,
+                          compute_type="default", tokenizer=tokenizer)
+    passes, real = [], engine._forward
+    monkeypatch.setattr(engine, "_forward", lambda ids: passes.append(len(ids)) or real(ids))
+    ids = tokenizer.encode(TITLE, add_special_tokens=False).ids
+    params = GenerationParams(max_new_tokens=1, prompt_logprobs=1, logprobs=1)
+    [result] = engine.generate([EngineRequest(ids, 1, params, None, Watch())])
+    assert passes == [len(ids)]
+    [token] = result.rows[0].token_ids
+    alone = sampling.token_logprob(real(ids)[-1], token, 1)
+    assert result.rows[0].logprobs == [alone]
+    two = GenerationParams(max_new_tokens=2, prompt_logprobs=1, logprobs=1)
+    engine.generate([EngineRequest(ids, 2, two, None, Watch())])
+    assert passes[1:] == [len(ids), len(ids) + 1]  # the prompt, then prompt and first token

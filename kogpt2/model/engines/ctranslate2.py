@@ -59,6 +59,9 @@ class CTranslate2Engine:
         self._queue: list[_Call] = []  # calls waiting for the engine
         self._queue_lock = threading.Lock()
         self._running = 0  # rows being generated
+        # While a call is served: a scored prompt's last row of log-probabilities, by request,
+        # when its first new token's raw_logprobs are asked (lm-eval: echo, one new token).
+        self._after_prompt: dict[int, numpy.ndarray] = {}
 
     def _open(self):
         return ctranslate2.Generator(str(self.model_dir), **self._load_options)
@@ -128,6 +131,7 @@ class CTranslate2Engine:
             raise
         finally:
             self._running = 0
+            self._after_prompt = {}
             if sampled:
                 threading.Thread(target=self._renew_later, name="ct2-renew", daemon=True).start()
         at = 0
@@ -143,8 +147,14 @@ class CTranslate2Engine:
             return None
         if len(request.prompt_ids) == 1:
             return [None]
-        logprobs = self._generator().forward_batch([request.prompt_ids], return_log_probs=True)
-        return sampling.prompt_logprobs(numpy.asarray(logprobs)[0], request.prompt_ids, n)
+        logprobs = self._forward(request.prompt_ids)
+        if request.params.logprobs is not None and request.logprobs_mode == "raw_logprobs":
+            self._after_prompt[id(request)] = logprobs[-1]  # the first new token's
+        return sampling.prompt_logprobs(logprobs, request.prompt_ids, n)
+
+    def _forward(self, ids: list[int]) -> numpy.ndarray:
+        """The model's log-probabilities of the next token after each of `ids`."""
+        return numpy.asarray(self._generator().forward_batch([ids], return_log_probs=True))[0]
 
     def _options(self, params, rows: list["_Row"]) -> dict:
         """generate_batch's options for rows of one kind (_Row.kind)."""
@@ -266,9 +276,11 @@ class CTranslate2Engine:
             if row.logprobs is None or row.processed or not row.new:
                 continue
             prompt, n = row.request.prompt_ids, row.request.params.logprobs
-            scored = self._generator().forward_batch([prompt + row.new[:-1]],
-                                                     return_log_probs=True)
-            steps = numpy.asarray(scored)[0][len(prompt) - 1:]
+            after_prompt = self._after_prompt.get(id(row.request))
+            if len(row.new) == 1 and after_prompt is not None:
+                steps = [after_prompt]  # the prompt's scoring read it already
+            else:
+                steps = self._forward(prompt + row.new[:-1])[len(prompt) - 1:]
             row.logprobs = [sampling.token_logprob(step, token, n)
                             for step, token in zip(steps, row.new, strict=True)]
 
