@@ -37,7 +37,7 @@ from kogpt2.model.sampling import RowSampler  # noqa: E402
 
 TITLE = "근육이 커지기 위해서는"
 STEPS = 80
-ROUNDS = 9  # of whole generations, taking turns; the first warms up
+ROUNDS = 11  # of whole generations, taking turns; the first warms up
 SPREAD = 3.0
 MODES = {
     "greedy (penalty 2.0)": GenerationParams(),

@@ -169,11 +169,18 @@ def race(scores: np.ndarray, top_p: float, exponentials_: np.ndarray) -> int:
     winner = int(np.argmax(keys))
     if top_p >= 1.0:
         return winner
-    # Sums in float64 (not np.dot: BLAS threads would contend with the model's).
-    limit = top_p * weights.sum(dtype=np.float64)
+    # The rule's sums are float64 ones (as nucleus() makes them); float32's pairwise sums are
+    # within 1e-6 of them, so they decide where the mass is not that close to the limit. (Not
+    # np.dot: BLAS threads would contend with the model's.)
+    total = weights.sum()
     while True:
         above = ranked_above(scores, winner)
-        if (weights * above).sum(dtype=np.float64) < limit:
+        mass = np.multiply(weights, above).sum()
+        if abs(mass - top_p * total) > 1e-5 * total:
+            kept = mass < top_p * total
+        else:
+            kept = (weights * above).sum(dtype=np.float64) < top_p * weights.sum(dtype=np.float64)
+        if kept:
             return winner
         keys *= above  # a key is never negative: the others can't win (the likeliest is above)
         winner = int(np.argmax(keys))
@@ -217,12 +224,11 @@ def exponentials(seed: int, choice: int, step: int, ids: np.ndarray | None,
                                          * np.uint32(0x9E3779B1))
     key = np.random.SeedSequence(seed, spawn_key=(choice, step)).generate_state(1)[0]
     bits = np.bitwise_xor(table if ids is None else table[ids], key)
+    # -u, u uniform in (0, 1): 32 bits, fine near 0, where the race is won; never 1 (E = inf)
     uniform = _mix(bits).astype(np.float32)
-    uniform += np.float32(0.5)
-    uniform *= np.float32(2.0**-32)  # in (0, 1), fine near 0, where the race is won
-    np.minimum(uniform, _BELOW_ONE, out=uniform)  # 1.0 would be an infinite E
-    np.negative(uniform, out=uniform)
-    np.log1p(uniform, out=uniform)
+    uniform *= np.float32(-2.0**-32)
+    np.clip(uniform, -_BELOW_ONE, np.float32(-2.0**-33), out=uniform)
+    np.log1p(uniform, out=uniform)  # log(1 - u) = -E
     return np.negative(uniform, out=uniform)
 
 
