@@ -1,27 +1,35 @@
 #!/usr/bin/env python3
-"""What choosing a token costs per step (kogpt2/model/sampling.py), sampling against greedy.
+"""What choosing a token costs (kogpt2/model/sampling.py), sampling against greedy.
 
-    .venv/bin/python bench/sampling_cost.py MODEL_DIR [--ov OV_DIR] [--threads 2]
+    .venv/bin/python bench/sampling_cost.py MODEL_DIR --ov OV_DIR [--before DIR] [--threads 2]
 
 MODEL_DIR is a transformers KoGPT2 directory (the full-size stand-in: scripts/make_stand_in.py).
 Rows of logits come from it, 80 greedy steps after a title; a random-weight model's rows are
 flat (top_p 0.9 keeps ~90% of the 51,200 tokens), a trained model's are peaked, so the same
-rows are also measured scaled to a spread of 3 (its top_p 0.9 keeps a few hundred). Each mode
-is timed per choice (the fastest of 5 passes over the rows), against the full sort it replaces.
-With --ov (an OpenVINO directory of the same model), whole generations of 80 tokens too, on
-the stand-in's own rows and on rows rescaled to a spread of 3.
+rows are also measured scaled to a spread of 3 (its top_p 0.9 keeps ~2,000). Each mode is
+timed per choice (the fastest of 5 passes over the rows). With --ov (an OpenVINO directory of
+the same model), whole generations of 80 tokens too, OpenVINO int8, on the stand-in's own rows
+and on rows rescaled to a spread of 3: greedy, top-p 0.9 without top-k, top-k 50, and 4
+sequences of top-p 0.9, each against one greedy sequence.
+
+--before DIR runs the same measurements, in the same run, on the code of another checkout
+(e.g. the commit before a change) first, and prints its columns beside this one's.
 """
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+CODE = Path(os.environ.get("SAMPLING_COST_CODE", ROOT))  # the checkout whose kogpt2 is timed
+sys.path.insert(0, str(CODE))
+
+import numpy as np  # noqa: E402
 
 from kogpt2.model import sampling  # noqa: E402
 from kogpt2.model.params import GenerationParams  # noqa: E402
@@ -29,21 +37,21 @@ from kogpt2.model.sampling import RowSampler  # noqa: E402
 
 TITLE = "근육이 커지기 위해서는"
 STEPS = 80
+ROUNDS = 11  # of whole generations, taking turns; the first warms up
+SPREAD = 3.0
 MODES = {
     "greedy (penalty 2.0)": GenerationParams(),
     "top_k 50": GenerationParams(do_sample=True),
     "top_p 0.9, top_k 0": GenerationParams(do_sample=True, top_k=0, top_p=0.9),
     "top_k 0 (whole vocabulary)": GenerationParams(do_sample=True, top_k=0),
 }
-
-
-def full_sort_distribution(logits, params):
-    """top_p as it was before sampling.nucleus: a stable sort of every candidate."""
-    scores = logits / np.float32(params.temperature) if params.temperature != 1 else logits
-    order = np.argsort(scores, kind="stable")
-    keep = np.cumsum(sampling.softmax(scores[order])) > 1 - params.top_p
-    keep[-1] = True
-    return order[keep], sampling.softmax(scores[order[keep]])
+CASES = {
+    "greedy": GenerationParams(),
+    "top_p 0.9, top_k 0": GenerationParams(do_sample=True, top_k=0, top_p=0.9),
+    "top_k 50": GenerationParams(do_sample=True),
+    "4 sequences, top_p 0.9, top_k 0": GenerationParams(
+        do_sample=True, top_k=0, top_p=0.9, num_return_sequences=4),
+}
 
 
 def logit_rows(model_dir: Path, threads: int) -> tuple[np.ndarray, list[int]]:
@@ -63,51 +71,30 @@ def logit_rows(model_dir: Path, threads: int) -> tuple[np.ndarray, list[int]]:
     return logits, ids[0].tolist()
 
 
-def per_choice_us(rows: np.ndarray, sequence: list[int], choose) -> float:
+def per_choice_us(rows: np.ndarray, prompt: list[int], params) -> float:
     passes = []
     for _ in range(5):
+        sampler = RowSampler(params, prompt, eos_id=1, seed=0 if params.do_sample else None)
         started = time.perf_counter()
-        for step, row in enumerate(rows):
-            choose(row.copy(), sequence[: len(sequence) - len(rows) + step])
+        for row in rows:
+            sampler.choose(row.copy())
         passes.append((time.perf_counter() - started) / len(rows))
     return min(passes) * 1e6  # the least disturbed pass: other work only adds time
 
 
-def choice_table(rows, sequence) -> list[str]:
-    lines = ["| mode | flat rows (stand-in): µs/choice | peaked rows (spread 3): µs/choice |",
-             "|---|---:|---:|"]
-    peaked = rows / rows.std(axis=1, keepdims=True) * 3
-    kept = {name: [] for name in ("flat", "peaked")}
-    for name, block in (("flat", rows), ("peaked", peaked)):
-        for row in block:
-            kept[name].append(len(sampling.nucleus(row, 0.9)))
-    for mode, params in MODES.items():
-        cells = []
-        for block in (rows, peaked):
-            def choose(row, seen, params=params):
-                sampler = RowSampler(params, seen, eos_id=1, seed=0 if params.do_sample else None)
-                sampler.choose(row)
-            cells.append(f"{per_choice_us(block, sequence, choose):,.0f}")
-        lines.append(f"| {mode} | {cells[0]} | {cells[1]} |")
-    params = MODES["top_p 0.9, top_k 0"]
-    cells = []
-    for block in (rows, peaked):
-        rng = np.random.default_rng(0)
-
-        def choose(row, seen, rng=rng):
-            sampling.penalize(row, list(dict.fromkeys(seen)), 2.0)
-            candidates, probs = full_sort_distribution(row, params)
-            sampling.draw(probs, rng)
-        cells.append(f"{per_choice_us(block, sequence, choose):,.0f}")
-    lines.append(f"| top_p 0.9, top_k 0, the full sort it replaces | {cells[0]} | {cells[1]} |")
-    lines.append(f"\ntop_p 0.9 keeps, median: {statistics.median(kept['flat']):,.0f} tokens "
-                 f"(flat), {statistics.median(kept['peaked']):,.0f} (peaked)")
-    return lines
+def choice_costs(rows, sequence) -> dict:
+    """µs per choice, by mode and rows (flat, peaked); top_p 0.9's kept counts."""
+    prompt = sequence[: len(sequence) - len(rows)]
+    blocks = {"flat": rows, "peaked": rows / rows.std(axis=1, keepdims=True) * SPREAD}
+    costs = {mode: {name: per_choice_us(block, prompt, params) for name, block in blocks.items()}
+             for mode, params in MODES.items()}
+    kept = {name: statistics.median(len(sampling.nucleus(row, 0.9)) for row in block)
+            for name, block in blocks.items()}
+    return {"choice_us": costs, "kept": kept}
 
 
-def generation_table(ov_dir: Path, threads: int, spread: float | None = None) -> list[str]:
-    """Whole generations; with `spread`, every step's logits rescaled to that standard
-    deviation first (in every mode alike), as a trained model's peaked rows."""
+def generation_ms(ov_dir: Path, threads: int) -> dict:
+    """Median ms of whole generations by case, on flat rows and on rows rescaled to SPREAD."""
     from kogpt2.model import engines
     from kogpt2.model.seam import EngineRequest, Watch
     from kogpt2.model.vocab import load_tokenizer
@@ -116,34 +103,66 @@ def generation_table(ov_dir: Path, threads: int, spread: float | None = None) ->
     engine = engines.load(engines.OPENVINO, ov_dir, threads=threads, compute_type="default",
                           tokenizer=tokenizer)
     prompt = tokenizer.encode(TITLE, add_special_tokens=False).ids
-    if spread is not None:
-        infer = engine._infer
+    infer = engine._infer
 
-        def peaked(*args):
-            logits = infer(*args)
-            return logits / logits.std(axis=-1, keepdims=True) * spread
+    def peaked(*args, **kwargs):  # every step's logits rescaled, in every case alike
+        logits = infer(*args, **kwargs)
+        return logits / logits.std(axis=-1, keepdims=True) * SPREAD
 
-        engine._infer = peaked
-    cases = {
-        "greedy": GenerationParams(),
-        "top_p 0.9, top_k 0": GenerationParams(do_sample=True, top_k=0, top_p=0.9),
-        "top_k 50": GenerationParams(do_sample=True),
-        "4 sequences, top_p 0.9, top_k 0": GenerationParams(
-            do_sample=True, top_k=0, top_p=0.9, num_return_sequences=4),
-    }
-    times = {name: [] for name in cases}
-    for _ in range(6):  # taking turns; the first round warms up
-        for name, params in cases.items():
-            started = time.perf_counter()
-            engine.generate([EngineRequest(prompt, STEPS, params, 1, Watch())])
-            times[name].append(time.perf_counter() - started)
-    greedy = statistics.median(times["greedy"][1:])
-    rows = "flat rows" if spread is None else f"rows rescaled to spread {spread:g}"
-    lines = [f"| {STEPS} tokens, OpenVINO {engine.compute_type}, {threads} threads, {rows} "
-             "| ms (median of 5) | × greedy |", "|---|---:|---:|"]
-    for name, spent in times.items():
-        median = statistics.median(spent[1:])
-        lines.append(f"| {name} | {median * 1000:,.0f} | {median / greedy:.2f} |")
+    medians = {}
+    for rows, call in (("flat", infer), ("peaked", peaked)):
+        engine._infer = call
+        times = {name: [] for name in CASES}
+        for _ in range(ROUNDS):  # taking turns; the first round warms up
+            for name, params in CASES.items():
+                started = time.perf_counter()
+                engine.generate([EngineRequest(prompt, STEPS, params, 1, Watch())])
+                times[name].append(time.perf_counter() - started)
+        medians[rows] = {name: statistics.median(spent[1:]) * 1000
+                         for name, spent in times.items()}
+    return {"generation_ms": medians, "compute": engine.compute_type}
+
+
+def measure(model_dir: Path, ov_dir: Path | None, threads: int) -> dict:
+    rows, sequence = logit_rows(model_dir, threads)
+    result = choice_costs(rows, sequence)
+    if ov_dir:
+        result.update(generation_ms(ov_dir, threads))
+    return result
+
+
+def load_average() -> str:
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
+def tables(runs: dict[str, dict], threads: int) -> list[str]:
+    """Markdown tables of every run (`runs`: label -> measure()), side by side."""
+    labels = list(runs)
+    head = " | ".join(f"{label}: {rows} µs" for label in labels for rows in ("flat", "peaked"))
+    lines = [f"| per choice | {head} |", "|---|" + "---:|" * (2 * len(labels))]
+    for mode in MODES:
+        cells = [f"{runs[label]['choice_us'][mode][rows]:,.0f}" for label in labels
+                 for rows in ("flat", "peaked")]
+        lines.append(f"| {mode} | {' | '.join(cells)} |")
+    kept = runs[labels[-1]]["kept"]
+    lines.append(f"\ntop_p 0.9 keeps, median: {kept['flat']:,.0f} tokens (flat rows), "
+                 f"{kept['peaked']:,.0f} (peaked rows, spread {SPREAD:g})")
+    if "generation_ms" not in runs[labels[-1]]:
+        return lines
+    compute = runs[labels[-1]]["compute"]
+    for rows in ("flat", "peaked"):
+        title = "the stand-in's own (flat) rows" if rows == "flat" else (
+            f"rows rescaled to spread {SPREAD:g} (peaked)")
+        lines += ["", f"{STEPS} tokens, OpenVINO {compute}, {threads} threads, {title}:", "",
+                  "| case | " + " | ".join(f"{label}: ms | {label}: × greedy"
+                                          for label in labels) + " |",
+                  "|---|" + "---:|---:|" * len(labels)]
+        for case in CASES:
+            cells = []
+            for label in labels:
+                spent = runs[label]["generation_ms"][rows]
+                cells += [f"{spent[case]:,.0f}", f"{spent[case] / spent['greedy']:.2f}"]
+            lines.append(f"| {case} | {' | '.join(cells)} |")
     return lines
 
 
@@ -152,15 +171,25 @@ def main() -> None:
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("--ov", type=Path, help="an OpenVINO export of the same model")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--before", type=Path, help="another checkout, timed first")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a --before run
     args = parser.parse_args()
-    rows, sequence = logit_rows(args.model_dir, args.threads)
-    print("\n".join(choice_table(rows, sequence)))
-    if args.ov:
-        print()
-        print("\n".join(generation_table(args.ov, args.threads)))
-        print()
-        print("\n".join(generation_table(args.ov, args.threads, spread=3.0)))
-    print(f"\nload average: {open('/proc/loadavg').read().split()[:3]}")
+    if args.json:
+        print(json.dumps(measure(args.model_dir, args.ov, args.threads)))
+        return
+    print(f"load average before: {load_average()}")
+    runs = {}
+    if args.before:
+        command = [sys.executable, __file__, str(args.model_dir), "--threads", str(args.threads),
+                   "--json"] + (["--ov", str(args.ov)] if args.ov else [])
+        env = {**os.environ, "SAMPLING_COST_CODE": str(args.before.resolve())}
+        out = subprocess.run(command, env=env, capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"the --before run failed:\n{out.stderr[-3000:]}")
+        runs["before"] = json.loads(out.stdout.splitlines()[-1])
+    runs["this" if not args.before else "after"] = measure(args.model_dir, args.ov, args.threads)
+    print("\n".join(tables(runs, args.threads)))
+    print(f"\nload average after: {load_average()}")
 
 
 if __name__ == "__main__":

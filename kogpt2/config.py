@@ -8,6 +8,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .model import GenerationParams, Generator, engines
 from .model.licence import Licence
+from .model.seam import LogprobsMode
 from .model.source import DEFAULT_MODEL_ID
 
 # The knobs a request may leave out, whose defaults are the server's generation settings.
@@ -105,6 +106,12 @@ class Settings(BaseSettings):
     max_batch_prompts: int = Field(
         20, ge=1, le=256, description="Prompts in one /v1/completions request (a batch)."
     )
+    logprobs_mode: LogprobsMode = Field(
+        "raw_logprobs", description="What a generated token's log-probabilities are (vLLM's "
+        "logprobs_mode): raw_logprobs, the model's own distribution; processed_logprobs, the "
+        "one it was chosen from (after the penalties, logit_bias and, when sampling, "
+        "temperature, top-k and top-p). A prompt's (echo) are the model's own in both.",
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -172,4 +179,5 @@ def make_generator(settings: Settings) -> Generator:
         cache_dir=settings.cache_dir,
         model_name=settings.model_name,
         revision=settings.revision,
+        logprobs_mode=settings.logprobs_mode,
     )

@@ -244,9 +244,11 @@ def _check_logprobs_object(logprobs, text: str, top: int):
 
 
 def generated_logprobs_have_openais_shape(client):
-    """logprobs=3 on greedy tokens: each token's log-probability is the best of its three
-    alternatives (lm-eval's "is greedy" test), and a stream's chunks carry their own."""
-    completion = greedy_of(client, TITLE, max_tokens=6, logprobs=3)
+    """logprobs=3 on greedy tokens, no repetition penalty: each token's log-probability (the
+    model's own, as vLLM's) is the best of its three alternatives (lm-eval's "is greedy"
+    test), and a stream's chunks carry their own."""
+    unpenalized = {"extra_body": {"repetition_penalty": 1.0}}
+    completion = greedy_of(client, TITLE, max_tokens=6, logprobs=3, **unpenalized)
     choice = completion.choices[0]
     assert choice.finish_reason == "length"
     logprobs = choice.logprobs
@@ -256,7 +258,8 @@ def generated_logprobs_have_openais_shape(client):
         assert len(alternatives) == 3
         assert value <= 0 and all(other <= 0 for other in alternatives.values())
         assert value == max(alternatives.values())
-    chunks = list(greedy_of(client, TITLE, max_tokens=6, logprobs=3, stream=True))
+    chunks = list(greedy_of(client, TITLE, max_tokens=6, logprobs=3, stream=True,
+                            **unpenalized))
     streamed_tokens, streamed_values = [], []
     for chunk in chunks:
         for part in chunk.choices:

@@ -20,7 +20,7 @@ from .lifecycle import Lifecycle
 from .origin import Origin
 from .params import MAX_SEED, GenerationParams
 from .results import GenerationResult, Sequence
-from .seam import Engine, EngineRequest, InvalidInput, Progress, Watch, refuse_unless
+from .seam import Engine, EngineRequest, InvalidInput, LogprobsMode, Progress, Watch, refuse_unless
 from .stops import EarlyStop
 from .streaming import TextStream
 from .tokens import Vocabulary
@@ -34,11 +34,13 @@ class Generator:
                  max_new_tokens: int = 256, max_batch_rows: int | None = None,
                  load_retry_s: float = 5.0, load_retry_max_s: float = 300.0,
                  cache_dir: str | Path | None = None, model_name: str | None = None,
-                 revision: str | None = None):
+                 revision: str | None = None,
+                 logprobs_mode: LogprobsMode = "raw_logprobs"):
         # None: the CPUs the container may use, shared by the server's `workers` processes.
         choice = cpus.choose_threads(threads, workers)
         self.threads, self.threads_reason = choice.threads, choice.reason
         self.max_new_tokens = max_new_tokens
+        self.logprobs_mode = logprobs_mode  # what a generated token's logprobs are (seam)
         self.origin = Origin(model, engine=engine, weight_format=weight_format,
                              cache_root=cache_dir, model_name=model_name, revision=revision)
         # engines.load's settings, passed through as they are (max_rows None: the engine's own).
@@ -171,7 +173,8 @@ class Generator:
                 watch = Watch(deadline, early, early.hear)
             else:  # one engine run holds every sequence: one's stop text must not end the others
                 watch = Watch(deadline, cancel, listener)
-            requests.append(EngineRequest(prompt.ids, prompt.max_new_tokens, params, seed, watch))
+            requests.append(EngineRequest(prompt.ids, prompt.max_new_tokens, params, seed, watch,
+                                          self.logprobs_mode))
         outcomes = engine.generate(requests)
         time_ms = round((time.monotonic() - started) * 1000)
         results = [

@@ -55,8 +55,8 @@ class GenerationParams(BaseModel):
     )
     logit_bias: dict[TokenIdKey, float] = Field(
         default_factory=dict, max_length=MAX_LOGIT_BIAS,
-        description="Token id -> a value from -100 to 100 added to its logit before the choice "
-        "(OpenAI's logit_bias).",
+        description="Token id -> a value from -100 to 100 added to its logit before the "
+        "penalties and the choice (OpenAI's logit_bias, in transformers' and vLLM's order).",
     )
     presence_penalty: float = Field(
         0.0, ge=-2.0, le=2.0, allow_inf_nan=False,
@@ -71,7 +71,8 @@ class GenerationParams(BaseModel):
     logprobs: int | None = Field(
         None, ge=0, le=MAX_LOGPROBS,
         description="Give each new token's log-probability and this many likeliest "
-        "alternatives, from the distribution it was chosen from.",
+        "alternatives: the model's own distribution (the server's KOGPT2_LOGPROBS_MODE "
+        "processed_logprobs: the distribution it was chosen from).",
     )
     prompt_logprobs: int | None = Field(
         None, ge=0, le=MAX_LOGPROBS,

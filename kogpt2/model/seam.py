@@ -16,6 +16,11 @@ from .params import GenerationParams
 
 # stop: a stop text or one of the stop token ids the caller gave came.
 FinishReason = Literal["length", "eos", "stop", "time", "cancelled"]
+# What a generated token's log-probability is taken from (vLLM's logprobs_mode, its names):
+# raw_logprobs, the model's own distribution; processed_logprobs, the one the token was chosen
+# from (sampling.py says which). A prompt's are the model's own in both.
+LogprobsMode = Literal["raw_logprobs", "processed_logprobs"]
+LOGPROBS_MODES: tuple[LogprobsMode, ...] = ("raw_logprobs", "processed_logprobs")
 
 
 class InvalidInput(ValueError):
@@ -110,15 +115,16 @@ class TokenLogprob:
 class EngineRequest:
     """One prompt's rows: `params.num_return_sequences` of them when sampling, else one.
 
-    `seed` is set when sampling: row c draws from its own stream of (seed, c)
-    (sampling.row_rng). `watch` is this request's: its deadline, cancel and listener (which
-    hears the first row's tokens)."""
+    `seed` is set when sampling: row c's draw at its step k is keyed to (seed, c, k)
+    (sampling.exponentials). `watch` is this request's: its deadline, cancel and listener
+    (which hears the first row's tokens). `logprobs_mode`: the server's, for params.logprobs."""
 
     prompt_ids: list[int]
     max_new_tokens: int  # 0: score the prompt only (params.prompt_logprobs)
     params: GenerationParams
     seed: int | None
     watch: "Watch"
+    logprobs_mode: LogprobsMode = "raw_logprobs"
 
     @property
     def rows(self) -> int:

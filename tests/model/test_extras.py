@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from test_engines import engine_dir, rewire
 
-from kogpt2.model import GenerationParams, Generator, InvalidInput, engines
+from kogpt2.model import GenerationParams, Generator, InvalidInput, engines, sampling
 from kogpt2.model.vocab import load_tokenizer
 
 TITLE = "근육이 커지기 위해서는"
@@ -36,15 +36,22 @@ def words(tokenizer):
 
 
 class Generators(dict):
-    """Engine name -> Generator, all serving one model's copies in `weight_format`."""
+    """Engine name -> Generator, all serving one model's copies in `weight_format`, with the
+    server's logprobs_mode `mode`."""
 
-    def __init__(self, source, out, weight_format):
-        dirs = {name: engine_dir(name, source, out, weight_format) for name in ENGINES}
-        super().__init__({name: Generator(str(dirs[name]), engine=name, threads=1)
-                          for name in ENGINES})
-        self.weight_format = weight_format
+    def __init__(self, source, out, weight_format, mode="raw_logprobs", dirs=None):
+        self.dirs = dirs or {name: engine_dir(name, source, out, weight_format)
+                             for name in ENGINES}
+        super().__init__({name: Generator(str(self.dirs[name]), engine=name, threads=1,
+                                          logprobs_mode=mode) for name in ENGINES})
+        self.source, self.weight_format, self.mode = source, weight_format, mode
         # How far an engine's log-probabilities may be from transformers float32's.
         self.precision = 1e-4 if weight_format == "float32" else 0.2
+
+    def processed(self) -> "Generators":
+        """The same engines and copies, the server set to processed_logprobs."""
+        return Generators(self.source, None, self.weight_format, "processed_logprobs",
+                          self.dirs)
 
 
 @pytest.fixture(scope="module", params=["float32", "int8"])
@@ -117,14 +124,15 @@ def test_presence_and_frequency_penalties_change_the_greedy_choice(biased, words
         favourite, favourite]
 
 
-def test_logit_bias_and_penalties_come_after_the_repetition_penalty(biased, words):
+def test_logit_bias_comes_before_the_penalties(biased, words):
     favourite, runner_up = words
-    # Once the favourite came: halved by the repetition penalty (6), less the frequency
-    # penalty (5.5), plus the bias (9.5): over the runner-up's 9. Were the bias added before
-    # the halving, (12 + 4) / 2 - 0.5 = 7.5 would put the runner-up next.
+    # As transformers' own list and vLLM order them: once the favourite came, the bias first
+    # (12 + 4), then the repetition penalty's halving (8), then the frequency penalty (7.5):
+    # under the runner-up's 9. Were the bias added after the halving, 6 + 4 - 0.5 = 9.5 would
+    # keep the favourite.
     params = GenerationParams(max_new_tokens=2, repetition_penalty=2.0,
                               logit_bias={favourite: 4.0}, frequency_penalty=0.5)
-    assert greedy_tokens(biased, params, "logit_bias").token_ids == [favourite, favourite]
+    assert greedy_tokens(biased, params, "logit_bias").token_ids == [favourite, runner_up]
 
 
 def test_min_new_tokens_ignore_eos_and_stop_ids(eos_biased, words):
@@ -162,35 +170,127 @@ def test_a_stop_id_is_not_streamed_as_text(eos_biased, words):
     assert TITLE + "".join(pieces[:2]) == result.sequences[0].text
 
 
-def test_greedy_logprobs_agree_and_each_token_is_the_best_of_its_list(biased):
-    # The favourite, then (halved by the repetition penalty) the runner-up: wide margins.
-    params = GenerationParams(max_new_tokens=2, logprobs=5)
-    got = {name: generator.generate(TITLE, params).sequences[0]
-           for name, generator in biased.items()}
+def agree(got, generators):
+    """Each engine's greedy tokens and log-probabilities are transformers'."""
     reference = got["transformers"]
     for name, sequence in got.items():
         assert sequence.token_ids == reference.token_ids, name
-        assert len(sequence.logprobs) == len(sequence.token_ids) == 2
+        assert len(sequence.logprobs) == len(sequence.token_ids)
         for mine, theirs in zip(sequence.logprobs, reference.logprobs, strict=True):
-            assert mine.top[0] == (mine.token_id, mine.logprob)  # what lm-eval checks
             assert len(mine.top) == 5
-            assert mine.logprob == pytest.approx(theirs.logprob, abs=biased.precision), name
-            if biased.weight_format == "float32":
+            assert mine.logprob == pytest.approx(theirs.logprob, abs=generators.precision), name
+            if generators.weight_format == "float32":
                 assert [t for t, _ in mine.top] == [t for t, _ in theirs.top], name
                 np.testing.assert_allclose([v for _, v in mine.top],
                                            [v for _, v in theirs.top], atol=1e-4)
+    return reference
 
 
-def test_sampled_logprobs_come_from_the_warped_distribution(biased):
+def test_greedy_logprobs_are_the_models_own_distribution(biased, words):
+    """raw_logprobs, the default: the model's distribution, before the repetition penalty. The
+    runner-up, chosen once the favourite is halved, has its own log-probability, and the
+    favourite stays the best of its list."""
+    favourite, runner_up = words
+    params = GenerationParams(max_new_tokens=2, logprobs=5)
+    got = {name: g.generate(TITLE, params).sequences[0] for name, g in biased.items()}
+    reference = agree(got, biased)
+    assert reference.token_ids == [favourite, runner_up]
+    first, second = reference.logprobs
+    assert first.top[0] == (favourite, first.logprob)
+    assert second.top[0][0] == favourite and second.top[1] == (runner_up, second.logprob)
+    assert second.top[0][1] == pytest.approx(first.logprob, abs=1e-5)  # the same row, raw
+
+
+def test_processed_greedy_logprobs_make_each_token_the_best_of_its_list(biased, words):
+    favourite, runner_up = words
+    processed = biased.processed()
+    params = GenerationParams(max_new_tokens=2, logprobs=5)
+    got = {name: g.generate(TITLE, params).sequences[0] for name, g in processed.items()}
+    reference = agree(got, processed)
+    assert reference.token_ids == [favourite, runner_up]
+    for name, sequence in got.items():
+        for entry in sequence.logprobs:
+            assert entry.top[0] == (entry.token_id, entry.logprob), name  # lm-eval's "greedy"
+
+
+def test_sampled_logprobs_are_the_models_own_distribution(biased):
+    """raw_logprobs: top-k 3 draws from three tokens, yet each token's list holds the model's
+    five likeliest, its value the model's log-softmax given the tokens before it."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
     params = GenerationParams(do_sample=True, top_k=3, seed=4, max_new_tokens=6, logprobs=5,
                               num_return_sequences=2)
+    model = GPT2LMHeadModel.from_pretrained(biased.source).eval()
     for name, generator in biased.items():
+        result = generator.generate(OTHER_TITLE, params)
+        for sequence in result.sequences:
+            ids = result.prompt_ids + sequence.token_ids
+            with torch.inference_mode():
+                logits = model(torch.tensor([ids])).logits[0, len(result.prompt_ids) - 1:]
+            expected = torch.log_softmax(logits, -1).numpy()
+            assert len(sequence.logprobs) == len(sequence.token_ids) == 6
+            for step, entry in enumerate(sequence.logprobs):
+                assert len(entry.top) == 5, name
+                assert entry.logprob == pytest.approx(expected[step, entry.token_id],
+                                                      abs=biased.precision), name
+                top = [v for _, v in entry.top]
+                np.testing.assert_allclose(top, np.sort(expected[step])[::-1][:5],
+                                           atol=biased.precision)
+
+
+def test_processed_sampled_logprobs_come_from_the_warped_distribution(biased):
+    params = GenerationParams(do_sample=True, top_k=3, seed=4, max_new_tokens=6, logprobs=5,
+                              num_return_sequences=2)
+    for name, generator in biased.processed().items():
         for sequence in generator.generate(OTHER_TITLE, params).sequences:
             for entry in sequence.logprobs:
                 assert len(entry.top) == 3, name  # three can be drawn: no -inf alternatives
                 assert entry.token_id in dict(entry.top)
                 assert dict(entry.top)[entry.token_id] == entry.logprob
                 assert np.exp([v for _, v in entry.top]).sum() == pytest.approx(1, abs=1e-5)
+
+
+SAMPLED = [
+    GenerationParams(do_sample=True, top_k=0, top_p=0.9, seed=5, max_new_tokens=16,
+                     num_return_sequences=2, logprobs=2),
+    GenerationParams(do_sample=True, seed=6, max_new_tokens=16, temperature=0.7),
+    GenerationParams(do_sample=True, top_k=0, top_p=0.5, temperature=1.3, seed=7,
+                     max_new_tokens=16, repetition_penalty=1.0, logprobs=1),
+]
+
+
+@pytest.mark.parametrize("biased", ["float32"], indirect=True)
+@pytest.mark.parametrize("params", SAMPLED, ids=lambda p: p.model_dump_json(
+    exclude_defaults=True))
+def test_seeded_samples_on_openvino_float32_are_the_references(
+    biased, params, tiny_model_dir, tiny_ov_float32_dir
+):
+    """The same seed, the same text: OpenVINO (float32) draws what the reference draws with
+    transformers' own warpers, on flat rows (the tiny stand-in's random weights) and peaked
+    ones (the copy that favours a word), every row of n."""
+    flat = {"transformers": tiny_model_dir, "openvino": tiny_ov_float32_dir}
+    for dirs in (flat, biased.dirs):
+        got = {name: Generator(str(dirs[name]), engine=name, threads=1).generate(
+            OTHER_TITLE, params).sequences for name in ("transformers", "openvino")}
+        reference = got["transformers"]
+        assert [s.token_ids for s in got["openvino"]] == [s.token_ids for s in reference]
+        assert logprobs_of([got["openvino"]]) == pytest.approx(logprobs_of([reference]),
+                                                                abs=1e-4)
+        assert len({token for s in reference for token in s.token_ids}) > 3  # drawn
+
+
+def test_echo_scores_the_prompt_with_the_raw_model_in_either_mode(biased, tokenizer):
+    """A prompt's log-probabilities (echo) are the model's own in both modes: lm-eval's
+    loglikelihood and "is greedy" read them."""
+    ids = tokenizer.encode(OTHER_TITLE + " " + TITLE, add_special_tokens=False).ids
+    params = GenerationParams(max_new_tokens=1, prompt_logprobs=2, logprobs=2)
+    other_mode = biased.processed()
+    for name, generator in biased.items():
+        raw = generator.generate(ids, params)
+        processed = other_mode[name].generate(ids, params)
+        assert processed.prompt_logprobs == raw.prompt_logprobs, name
+        assert raw.prompt_logprobs[0] is None and len(raw.prompt_logprobs) == len(ids)
 
 
 @pytest.mark.parametrize("engine", ["ctranslate2", "openvino"])
@@ -284,7 +384,9 @@ def texts_of(results):
 
 
 def logprobs_of(results):
-    return [t.logprob for r in results for s in r.sequences for t in s.logprobs or []]
+    """Every log-probability of results, or of lists of sequences."""
+    rows = [r if isinstance(r, list) else r.sequences for r in results]
+    return [t.logprob for sequences in rows for s in sequences for t in s.logprobs or []]
 
 
 def test_a_prompt_that_starts_with_the_end_of_text_keeps_every_new_token(
@@ -437,3 +539,26 @@ def test_ctranslate2_serves_concurrent_greedy_calls_in_one_batch(tiny_ct2_float3
     assert [got[text] for text in texts] == alone
     # The held call's round had its one row; the three that waited began in one round.
     assert rounds[0] == 1 and 3 in rounds
+
+
+def test_ctranslate2_reads_a_scored_prompt_once_for_one_new_tokens_logprobs(
+    tiny_ct2_float32_dir, tokenizer, monkeypatch
+):
+    """lm-eval's loglikelihood request (echo, logprobs, one new token): the prompt's pass
+    gives the new token's raw log-probability too, not a second pass over the same ids."""
+    from kogpt2.model.seam import EngineRequest, Watch
+
+    engine = engines.load(engines.CTRANSLATE2, tiny_ct2_float32_dir, threads=1,
+                          compute_type="default", tokenizer=tokenizer)
+    passes, real = [], engine._forward
+    monkeypatch.setattr(engine, "_forward", lambda ids: passes.append(len(ids)) or real(ids))
+    ids = tokenizer.encode(TITLE, add_special_tokens=False).ids
+    params = GenerationParams(max_new_tokens=1, prompt_logprobs=1, logprobs=1)
+    [result] = engine.generate([EngineRequest(ids, 1, params, None, Watch())])
+    assert passes == [len(ids)]
+    [token] = result.rows[0].token_ids
+    alone = sampling.token_logprob(real(ids)[-1], token, 1)
+    assert result.rows[0].logprobs == [alone]
+    two = GenerationParams(max_new_tokens=2, prompt_logprobs=1, logprobs=1)
+    engine.generate([EngineRequest(ids, 2, two, None, Watch())])
+    assert passes[1:] == [len(ids), len(ids) + 1]  # the prompt, then prompt and first token

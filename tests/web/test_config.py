@@ -45,3 +45,15 @@ def test_credentials_are_sent_only_for_listed_origins(monkeypatch, tiny_model_di
     response = app.test_client().get("/health", headers={"Origin": "https://app.example"})
     assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
     assert response.headers["Access-Control-Allow-Credentials"] == "true"
+
+
+def test_the_logprobs_mode_reaches_the_generator_and_a_wrong_one_is_refused(monkeypatch):
+    from kogpt2.config import make_generator
+
+    monkeypatch.delenv("KOGPT2_LOGPROBS_MODE", raising=False)
+    assert make_generator(Settings()).logprobs_mode == "raw_logprobs"  # vLLM's default
+    monkeypatch.setenv("KOGPT2_LOGPROBS_MODE", "processed_logprobs")
+    assert make_generator(Settings()).logprobs_mode == "processed_logprobs"
+    monkeypatch.setenv("KOGPT2_LOGPROBS_MODE", "raw_logits")  # vLLM's, not OpenAI's logprobs
+    with pytest.raises(ValidationError, match="logprobs_mode"):
+        Settings()

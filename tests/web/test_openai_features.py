@@ -61,8 +61,8 @@ def test_token_id_prompts_are_the_text_they_encode(client):
     assert both[1]["text"] == greedy(client, TITLE_IDS[:2])["choices"][0]["text"]
 
 
-def test_logprobs_cover_the_text_and_a_greedy_token_is_its_best(client):
-    (choice,) = greedy(client, TITLE, logprobs=3)["choices"]
+def test_logprobs_cover_the_text_and_an_unpenalized_greedy_token_is_its_best(client):
+    (choice,) = greedy(client, TITLE, logprobs=3, repetition_penalty=1.0)["choices"]
     logprobs = choice["logprobs"]
     assert "".join(logprobs["tokens"]) == choice["text"]
     assert len(logprobs["tokens"]) == 8
@@ -73,6 +73,42 @@ def test_logprobs_cover_the_text_and_a_greedy_token_is_its_best(client):
         assert value <= 0 and math.isfinite(value)
         assert 3 <= len(top) <= 4 and top[token] == value
         assert value == max(top.values())  # lm-eval's "is greedy"
+
+
+def test_logprobs_are_the_models_own_distribution(client):
+    """vLLM's default (raw_logprobs): a token's log-probability is what echo scores it at,
+    the model's own, whatever the penalty or the sampling knobs; top_k 1 still lists five
+    alternatives. KOGPT2_LOGPROBS_MODE=processed_logprobs gives the distribution it was
+    drawn from: one token, at 0."""
+    fields = dict(max_tokens=4, temperature=0.8, top_k=1, seed=3, logprobs=5)
+    logprobs = complete(client, prompt=TITLE_IDS, **fields)["choices"][0]["logprobs"]
+    # Five alternatives (and the token itself where it is not one of them), never a 0.
+    assert all(5 <= len(top) <= 6 for top in logprobs["top_logprobs"])
+    assert all(value < 0 for value in logprobs["token_logprobs"])
+
+    def five(top):
+        return dict(sorted(top.items(), key=lambda item: -item[1])[:5])
+
+    # Echo scores a prompt's last token given the title: its five are the first token's.
+    scored = complete(client, prompt=TITLE_IDS + [7], echo=True, max_tokens=0, logprobs=5)
+    after_title = scored["choices"][0]["logprobs"]["top_logprobs"][-1]
+    assert five(logprobs["top_logprobs"][0]) == pytest.approx(five(after_title), abs=1e-5)
+    first, value = logprobs["tokens"][0], logprobs["token_logprobs"][0]
+    assert value == pytest.approx(after_title.get(first, value), abs=1e-5)
+
+
+def test_processed_logprobs_are_the_distribution_a_token_was_drawn_from(make_app):
+    client = make_app(logprobs_mode="processed_logprobs").test_client()
+    fields = dict(max_tokens=4, temperature=0.8, top_k=1, seed=3, logprobs=5)
+    logprobs = complete(client, **fields)["choices"][0]["logprobs"]
+    assert logprobs["token_logprobs"] == [0.0] * 4
+    assert all(top == {token: 0.0} for token, top in
+               zip(logprobs["tokens"], logprobs["top_logprobs"], strict=True))
+    # A greedy token with the repetition penalty is the best of its list (lm-eval's test).
+    greedy_logprobs = greedy(client, TITLE, logprobs=3)["choices"][0]["logprobs"]
+    for value, top in zip(greedy_logprobs["token_logprobs"], greedy_logprobs["top_logprobs"],
+                          strict=True):
+        assert value == max(top.values())
 
 
 def test_logprobs_zero_gives_the_chosen_tokens_only(client):

@@ -59,6 +59,9 @@ class CTranslate2Engine:
         self._queue: list[_Call] = []  # calls waiting for the engine
         self._queue_lock = threading.Lock()
         self._running = 0  # rows being generated
+        # While a call is served: a scored prompt's last row of log-probabilities, by request,
+        # when its first new token's raw_logprobs are asked (lm-eval: echo, one new token).
+        self._after_prompt: dict[int, numpy.ndarray] = {}
 
     def _open(self):
         return ctranslate2.Generator(str(self.model_dir), **self._load_options)
@@ -128,6 +131,7 @@ class CTranslate2Engine:
             raise
         finally:
             self._running = 0
+            self._after_prompt = {}
             if sampled:
                 threading.Thread(target=self._renew_later, name="ct2-renew", daemon=True).start()
         at = 0
@@ -143,8 +147,14 @@ class CTranslate2Engine:
             return None
         if len(request.prompt_ids) == 1:
             return [None]
-        logprobs = self._generator().forward_batch([request.prompt_ids], return_log_probs=True)
-        return sampling.prompt_logprobs(numpy.asarray(logprobs)[0], request.prompt_ids, n)
+        logprobs = self._forward(request.prompt_ids)
+        if request.params.logprobs is not None and request.logprobs_mode == "raw_logprobs":
+            self._after_prompt[id(request)] = logprobs[-1]  # the first new token's
+        return sampling.prompt_logprobs(logprobs, request.prompt_ids, n)
+
+    def _forward(self, ids: list[int]) -> numpy.ndarray:
+        """The model's log-probabilities of the next token after each of `ids`."""
+        return numpy.asarray(self._generator().forward_batch([ids], return_log_probs=True))[0]
 
     def _options(self, params, rows: list["_Row"]) -> dict:
         """generate_batch's options for rows of one kind (_Row.kind)."""
@@ -214,6 +224,7 @@ class CTranslate2Engine:
                     for row, new, logits in self._run(chunk, self._options(params, chunk)):
                         self._settle(row, new, logits)
             going = [row for row in rows if not row.done]
+        self._raw_logprobs(rows)
         return [[row.output()] for row in rows]
 
     def _settle(self, row: "_Row", new: list[int], logits) -> None:
@@ -222,14 +233,13 @@ class CTranslate2Engine:
         if row.stopped:
             new = new[:-1]
         for j, token in enumerate(new):
-            row.take(token, self._fixed(row, logits[base + j]) if row.logprobs is not None
-                     else None)
+            row.take(token, self._fixed(row, logits[base + j]) if row.processed else None)
         if not row.stopped:
             row.done = True
             return
         scores = self._fixed(row, logits[base + len(new)])
         chosen = int(scores.argmax())
-        row.take(chosen, scores if row.logprobs is not None else None)
+        row.take(chosen, scores if row.processed else None)
         stop = row.request.watch.step(chosen if row.listen else None)
         row.done = stop or chosen in row.end_ids or row.remaining == 0
 
@@ -251,11 +261,28 @@ class CTranslate2Engine:
             for row, new, logits in self._run(rows, self._options(request.params, rows)):
                 base = len(row.start) - 1
                 for j, token in enumerate(new):
-                    warped = None
-                    if row.logprobs is not None:
-                        warped = numpy.array(logits[base + j], dtype=numpy.float32)
-                    row.take(token, warped)
+                    processed = None
+                    if row.processed:
+                        processed = numpy.array(logits[base + j], dtype=numpy.float32)
+                    row.take(token, processed)
+        self._raw_logprobs(rows)
         return [row.output() for row in rows]
+
+    def _raw_logprobs(self, rows: list["_Row"]) -> None:
+        """raw_logprobs: each new token's log-probability in the model's own distribution.
+        generate_batch gives only processed logits (the penalty in, masked tokens at -inf), so
+        one forward pass over a row's title and tokens gives them, as it scores a prompt."""
+        for row in rows:
+            if row.logprobs is None or row.processed or not row.new:
+                continue
+            prompt, n = row.request.prompt_ids, row.request.params.logprobs
+            after_prompt = self._after_prompt.get(id(row.request))
+            if len(row.new) == 1 and after_prompt is not None:
+                steps = [after_prompt]  # the prompt's scoring read it already
+            else:
+                steps = self._forward(prompt + row.new[:-1])[len(prompt) - 1:]
+            row.logprobs = [sampling.token_logprob(step, token, n)
+                            for step, token in zip(steps, row.new, strict=True)]
 
 
 class _Call:
@@ -278,6 +305,9 @@ class _Row:
         self.listen = choice == 0  # the request's watch hears its first row
         self.new: list[int] = []
         self.logprobs: list[TokenLogprob] | None = [] if params.logprobs is not None else None
+        # processed_logprobs: each token's, from the logits it was chosen from, as they come
+        self.processed = (params.logprobs is not None
+                          and request.logprobs_mode == "processed_logprobs")
         self.end_ids = frozenset(params.stop_token_ids) | (
             frozenset() if params.ignore_eos else {eos})
         self.done = False
@@ -305,7 +335,7 @@ class _Row:
 
     @property
     def needs_logits(self) -> bool:
-        return self.stop_at is not None or self.logprobs is not None
+        return self.stop_at is not None or self.processed
 
     def seen_after_first(self) -> list[int]:
         return self.request.prompt_ids[1:] + self.new
@@ -319,8 +349,8 @@ class _Row:
         self.made = 0
 
     def take(self, token: int, scores: numpy.ndarray | None) -> None:
-        """A new token, and the scores it was chosen from (when logprobs are asked)."""
-        if self.logprobs is not None:
+        """A new token, and the scores it was chosen from (processed_logprobs)."""
+        if scores is not None:
             self.logprobs.append(_logprob(scores, token, self.request.params))
         self.new.append(token)
 
@@ -338,18 +368,12 @@ def _kinds(rows: list[_Row]) -> list[list[_Row]]:
 
 
 def _logprob(scores: numpy.ndarray, token: int, params) -> TokenLogprob:
-    """From the processed logits `token` was chosen from: greedy, their log-softmax; sampled,
-    after the warpers (sampling.distribution, transformers' rules, which CTranslate2's follow
+    """processed_logprobs, from the processed logits `token` was chosen from: greedy, their
+    log-softmax; sampled, after the warpers (transformers' rules, which CTranslate2's follow
     but for ties at the top-k edge: a drawn token outside them still counts, as drawn)."""
     if not params.do_sample:
-        return sampling.greedy_logprob(scores, token, params.logprobs)
-    candidates, probs = sampling.distribution(scores, params)
-    at = numpy.flatnonzero(candidates == token)
-    if not at.size:  # a tie CTranslate2 broke the other way: the token joins the candidates
-        candidates = numpy.append(candidates, token)
-        warped = scores[candidates] / numpy.float32(params.temperature)
-        probs, at = sampling.softmax(warped), numpy.array([candidates.size - 1])
-    return sampling.sampled_logprob(candidates, probs, int(at[0]), params.logprobs)
+        return sampling.token_logprob(scores, token, params.logprobs)
+    return sampling.sampled_logprob(scores, params, token, params.logprobs)
 
 
 def is_own_format(path: Path) -> bool:

@@ -501,7 +501,8 @@ class _Job:
         self.queued_ms = 0
         self.fed = 0  # title tokens read
         self.samplers = [RowSampler(params, request.prompt_ids, eos_id=eos, seed=request.seed,
-                                    choice=choice) for choice in range(request.rows)]
+                                    choice=choice, logprobs_mode=request.logprobs_mode)
+                         for choice in range(request.rows)]
         self.new: list[list[int]] = [[] for _ in range(request.rows)]
         self.logprobs = ([[] for _ in range(request.rows)] if params.logprobs is not None
                          else None)

@@ -1,10 +1,12 @@
 """The reference engine: transformers' GPT2LMHeadModel on torch, as the original handler ran it.
 
-Every knob is one of transformers' own LogitsProcessors, in sampling.py's order, with two small
-ones of our own where transformers has none (OpenAI's presence and frequency penalties). It is
-the reference, not the fast path: one row at a time. A request's rows (num_return_sequences)
-and a batch's prompts run one after another, each row seeded from (seed, its choice), so a
-row's text never depends on the others.
+Every knob is one of transformers' own LogitsProcessors, in sampling.py's order, with small
+ones of our own where transformers has none (OpenAI's presence and frequency penalties) and
+for the draw: among the tokens transformers' warpers leave, sampling.py's race, keyed to
+(seed, choice, step), picks the one torch's multinomial then takes, so a seed draws what it
+draws on OpenVINO. It is the reference, not the fast path: one row at a time. A request's rows
+(num_return_sequences) and a batch's prompts run one after another; a row's text never
+depends on the others.
 """
 
 import time
@@ -52,18 +54,49 @@ from . import TRANSFORMERS
 NAME = "transformers"
 
 
-class _Steps(StoppingCriteria):
-    """Tells the watch about each step (the row's new token, when it listens) and stops when it
-    says so."""
+class _Tap(LogitsProcessor):
+    """Keeps each step's scores as they reach it: first in the chain, the model's own logits
+    (raw_logprobs); last before the draw, what the token is chosen from (processed)."""
 
-    def __init__(self, watch: Watch, listen: bool, logprobs: int | None):
-        self.watch, self.listen, self.logprobs = watch, listen, logprobs
+    def __init__(self):
+        self.rows: list[np.ndarray] = []
+
+    def __call__(self, input_ids, scores):
+        self.rows.append(scores[0].numpy().copy())
+        return scores
+
+
+class _Draw(LogitsProcessor):
+    """Last when sampling: the token drawn from what transformers' warpers leave finite, by
+    sampling.py's race keyed to (seed, choice, step), left alone for torch's multinomial to
+    take. So a seed draws here what it draws on the engines that decode with sampling.py."""
+
+    def __init__(self, seed: int, choice: int, prompt_length: int):
+        self.seed, self.choice, self.prompt_length = seed, choice, prompt_length
+
+    def __call__(self, input_ids, scores):
+        row = scores[0].numpy()
+        kept = np.flatnonzero(np.isfinite(row))
+        step = input_ids.shape[1] - self.prompt_length
+        exponentials = sampling.exponentials(self.seed, self.choice, step, kept, row.size)
+        token = kept[sampling.race(row[kept], 1.0, exponentials)]
+        drawn = torch.full_like(scores, -torch.inf)
+        drawn[0, token] = 0.0
+        return drawn
+
+
+class _Steps(StoppingCriteria):
+    """Tells the watch about each step (the row's new token, when it listens, with its
+    log-probability from `tap` when asked) and stops when it says so."""
+
+    def __init__(self, watch: Watch, listen: bool, logprobs: int | None, tap: _Tap | None):
+        self.watch, self.listen, self.logprobs, self.tap = watch, listen, logprobs, tap
 
     def __call__(self, input_ids, scores, **kwargs):
         token = int(input_ids[0, -1]) if self.listen else None
         chosen = None
-        if token is not None and self.logprobs is not None and scores:  # scores: every step's
-            chosen = _logprob(scores[-1][0].numpy(), token, self.logprobs)
+        if token is not None and self.tap is not None:
+            chosen = _logprob(self.tap.rows[-1], token, self.logprobs)
         stop = self.watch.step(token, chosen)
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
@@ -88,17 +121,18 @@ class PresenceFrequencyPenalty(LogitsProcessor):
 
 
 def processors(params: GenerationParams, prompt_length: int, eos: int) -> LogitsProcessorList:
-    """sampling.py's order, in transformers' processors: penalties, bias, masks, warpers."""
+    """sampling.py's order, in transformers' processors: bias, penalties, masks, warpers (its
+    own list puts the bias before the repetition penalty too)."""
     chain = []
+    if params.logit_bias:
+        chain.append(SequenceBiasLogitsProcessor(
+            [[[token], bias] for token, bias in params.logit_bias.items()]
+        ))
     if params.repetition_penalty != 1.0:
         chain.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
     if params.presence_penalty or params.frequency_penalty:
         chain.append(PresenceFrequencyPenalty(params.presence_penalty, params.frequency_penalty,
                                               prompt_length))
-    if params.logit_bias:
-        chain.append(SequenceBiasLogitsProcessor(
-            [[[token], bias] for token, bias in params.logit_bias.items()]
-        ))
     if params.min_new_tokens:
         chain.append(MinNewTokensLengthLogitsProcessor(
             prompt_length, params.min_new_tokens, [eos, *params.stop_token_ids]
@@ -158,7 +192,12 @@ class TransformersEngine:
         end_ids = [*params.stop_token_ids, *([] if params.ignore_eos else [self.eos_id])]
         if request.max_new_tokens == 0:
             return finish([], end_ids, 0, request.watch)
-        want_logprobs = params.logprobs is not None
+        chain = processors(params, len(prompt_ids), self.eos_id)
+        tap = _Tap() if params.logprobs is not None else None
+        if tap is not None:
+            chain.insert(0 if request.logprobs_mode == "raw_logprobs" else len(chain), tap)
+        if params.do_sample:
+            chain.append(_Draw(request.seed, choice, len(prompt_ids)))
         # Every knob is in processors(): transformers' own defaults would add warpers (its
         # top_k is 50), and it warns of sampling flags on a greedy run.
         warpers_off = dict(temperature=1.0, top_k=0, top_p=1.0) if params.do_sample else {}
@@ -172,34 +211,31 @@ class TransformersEngine:
             pad_token_id=self.pad_id,
             eos_token_id=end_ids or None,
             bos_token_id=self.eos_id,
-            output_scores=want_logprobs,
             return_dict_in_generate=True,
         )
         input_ids = torch.tensor([prompt_ids], dtype=torch.long)
         with torch.inference_mode():
-            if params.do_sample:
-                torch.manual_seed(sampling.row_seed(request.seed, choice))
             output = self.model.generate(
                 input_ids,
                 attention_mask=torch.ones_like(input_ids),
                 generation_config=config,
-                logits_processor=processors(params, len(prompt_ids), self.eos_id),
+                logits_processor=chain,
                 stopping_criteria=StoppingCriteriaList(
-                    [_Steps(request.watch, choice == 0, params.logprobs)]),
+                    [_Steps(request.watch, choice == 0, params.logprobs, tap)]),
             )
         new_ids = output.sequences[0, len(prompt_ids):].tolist()
         logprobs = None
-        if want_logprobs:
-            logprobs = [_logprob(step[0].numpy(), token, params.logprobs)
-                        for step, token in zip(output.scores, new_ids, strict=False)]
+        if tap is not None:
+            logprobs = [_logprob(step, token, params.logprobs)
+                        for step, token in zip(tap.rows, new_ids, strict=False)]
         return finish(new_ids, end_ids, request.max_new_tokens, request.watch, logprobs,
                       self.eos_id)
 
 
 def _logprob(scores: np.ndarray, token: int, n: int) -> TokenLogprob:
-    """From the scores transformers chose `token` from (processed, warped: -inf filtered)."""
-    logprobs = sampling.log_softmax(scores)
-    return TokenLogprob(token, float(logprobs[token]), sampling.best(logprobs, n))
+    """From the model's own logits (raw_logprobs), or the scores transformers chose `token`
+    from (processed_logprobs: processed, warped, -inf where filtered)."""
+    return sampling.token_logprob(scores, token, n)
 
 
 def is_own_format(path: Path) -> bool:
