@@ -13,7 +13,8 @@ and on rows rescaled to a spread of 3: greedy, top-p 0.9 without top-k, top-k 50
 sequences of top-p 0.9, each against one greedy sequence.
 
 --before DIR runs the same measurements, in the same run, on the code of another checkout
-(e.g. the commit before a change) first, and prints its columns beside this one's.
+(e.g. the commit before a change) first, and prints its columns beside this one's;
+--before-ov gives it its own export when the two read different export formats.
 """
 
 import argparse
@@ -172,6 +173,8 @@ def main() -> None:
     parser.add_argument("--ov", type=Path, help="an OpenVINO export of the same model")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--before", type=Path, help="another checkout, timed first")
+    parser.add_argument("--before-ov", type=Path, help="the --before checkout's own OpenVINO "
+                        "export, where its format differs (default: --ov)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a --before run
     args = parser.parse_args()
     if args.json:
@@ -181,7 +184,9 @@ def main() -> None:
     runs = {}
     if args.before:
         command = [sys.executable, __file__, str(args.model_dir), "--threads", str(args.threads),
-                   "--json"] + (["--ov", str(args.ov)] if args.ov else [])
+                   "--json"]
+        before_ov = args.before_ov or args.ov
+        command += ["--ov", str(before_ov)] if before_ov else []
         env = {**os.environ, "SAMPLING_COST_CODE": str(args.before.resolve())}
         out = subprocess.run(command, env=env, capture_output=True, text=True)
         if out.returncode:
