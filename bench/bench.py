@@ -273,6 +273,8 @@ def prepare_models(args) -> tuple[Path, Path, dict[str, Path]]:
         "bench-tiny" if args.quick else "kogpt2-stand-in"
     )
     if not (source / "config.json").is_file():
+        if args.model:  # a directory given is read, never built into
+            raise SystemExit(f"{source} has no config.json: --model names a transformers directory")
         print(f"building the {'tiny' if args.quick else 'full-size'} stand-in in {source}",
               file=sys.stderr)
         make_stand_in(source, tiny=args.quick)

@@ -267,9 +267,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(ROOT / "models" / "kogpt2-stand-in"),
-                        help="transformers directory (default: the full-size stand-in; "
-                        "bench/bench.py builds it)")
+    parser.add_argument("--model", help="what KOGPT2_MODEL names (default: the full-size "
+                        "stand-in, built on first use)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--levels", default="1,2,4,8,16")
     parser.add_argument("--requests", type=int, default=32, help="per level, at least 2 a client")
@@ -285,11 +284,15 @@ def main() -> None:
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
     levels = [int(n) for n in args.levels.split(",")]
-    if not (Path(args.model) / "config.json").is_file():
-        from make_stand_in import make_stand_in
+    # Only the default directory is built: a directory given is served as it is (a prepared
+    # copy has no config.json, and building into it would corrupt it).
+    if args.model is None:
+        args.model = str(ROOT / "models" / "kogpt2-stand-in")
+        if not (Path(args.model) / "config.json").is_file():
+            from make_stand_in import make_stand_in
 
-        print(f"building the full-size stand-in in {args.model}", file=sys.stderr)
-        make_stand_in(Path(args.model), tiny=False)
+            print(f"building the full-size stand-in in {args.model}", file=sys.stderr)
+            make_stand_in(Path(args.model), tiny=False)
 
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     print("continuous batching (default settings):", file=sys.stderr)
