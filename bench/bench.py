@@ -263,21 +263,18 @@ def summarise(cold_s, warm, concurrent, rss_mb, compute_type) -> dict:
 def prepare_models(args) -> tuple[Path, Path, dict[str, Path]]:
     """The transformers stand-in (built if missing), and each engine's prepared copy of it in
     the bench's cache, as the app prepares it on its first start (reused when there)."""
-    from make_stand_in import make_stand_in
+    from make_stand_in import stand_in_at
 
     from kogpt2.model import engines, prepare
     from kogpt2.model.source import local_source
 
     models = ROOT / "models"
-    source = Path(args.model) if args.model else models / (
-        "bench-tiny" if args.quick else "kogpt2-stand-in"
-    )
-    if not (source / "config.json").is_file():
-        if args.model:  # a directory given is read, never built into
+    if args.model:  # read, never built into
+        source = Path(args.model)
+        if not (source / "config.json").is_file():
             raise SystemExit(f"{source} has no config.json: --model names a transformers directory")
-        print(f"building the {'tiny' if args.quick else 'full-size'} stand-in in {source}",
-              file=sys.stderr)
-        make_stand_in(source, tiny=args.quick)
+    else:
+        source = stand_in_at(models / "bench-tiny", tiny=True) if args.quick else stand_in_at()
     cache = models / "bench-cache"
     weights = {"transformers": source}
     for kind in engines.PREFERRED:

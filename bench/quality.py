@@ -199,12 +199,9 @@ def main(argv=None) -> int:
     parser.add_argument("--verbose", action="store_true", help="show the servers' log lines")
     args = parser.parse_args(argv)
     if args.model is None:
-        args.model = str(ROOT / "models" / "kogpt2-stand-in")
-        if not (Path(args.model) / "config.json").is_file():
-            from make_stand_in import make_stand_in
+        from make_stand_in import stand_in_at
 
-            print(f"building the full-size stand-in in {args.model}", file=sys.stderr)
-            make_stand_in(args.model)
+        args.model = str(stand_in_at())
     elif Path(args.model).is_dir():
         args.model = str(Path(args.model).resolve())
     if args.engines is None:

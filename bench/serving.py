@@ -284,15 +284,10 @@ def main() -> None:
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
     levels = [int(n) for n in args.levels.split(",")]
-    # Only the default directory is built: a directory given is served as it is (a prepared
-    # copy has no config.json, and building into it would corrupt it).
-    if args.model is None:
-        args.model = str(ROOT / "models" / "kogpt2-stand-in")
-        if not (Path(args.model) / "config.json").is_file():
-            from make_stand_in import make_stand_in
+    if args.model is None:  # a model given is served as it is (a prepared copy, a hub id)
+        from make_stand_in import stand_in_at
 
-            print(f"building the full-size stand-in in {args.model}", file=sys.stderr)
-            make_stand_in(Path(args.model), tiny=False)
+        args.model = str(stand_in_at())
 
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     print("continuous batching (default settings):", file=sys.stderr)
